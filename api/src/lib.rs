@@ -1,0 +1,1 @@
+//! Kubernetes object model for r8s. (Filled in by the api work.)

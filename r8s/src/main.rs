@@ -1,0 +1,44 @@
+//! `r8s`: the one binary. Each subcommand lives in its own module and only wires
+//! a library crate to the command line.
+
+mod image_cmd;
+mod runtime_cmd;
+mod server;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "r8s", version, about = "A small, real Kubernetes in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a control-plane server: the replicated store (and, later, the API server).
+    Server(server::ServerArgs),
+    /// Run and inspect containers with r8s's own runtime.
+    Runtime(runtime_cmd::RuntimeArgs),
+    /// Manage the runtime's image store.
+    Image(image_cmd::ImageArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Server(args) => server::run(args),
+        Command::Runtime(args) => runtime_cmd::run(args),
+        Command::Image(args) => image_cmd::run(args),
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what r8s's build, tests and benchmarks need on a fresh Debian 12 machine.
+# Idempotent: does nothing when everything is already there.
+set -euo pipefail
+
+packages=(
+  etcd-server        # the etcd backend's tests and the store benchmark's peer
+  protobuf-compiler  # protoc, for the gRPC crates (etcd-client, CRI)
+  busybox-static     # the root filesystem of test images
+  iproute2           # ip netns / veth for pod networking tests
+  nftables           # the node proxy
+  runc crun          # peers in the runtime benchmark
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace: unit, integration and e2e. Needs root (real
+# containers, namespaces, cgroups). Sets up the machine first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+cargo build --workspace --bins
+cargo nextest run --workspace --no-fail-fast "$@"
