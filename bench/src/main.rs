@@ -1,1 +1,29 @@
-fn main() {}
+//! `r8s-bench`: each subcommand measures one part of r8s beside its peers, in the
+//! same run, and prints one table (Markdown, ready for BENCHMARKS.md).
+
+mod runtime;
+mod store;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "r8s-bench")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Store write throughput and latency: embedded raft (1 and 3 servers) vs etcd.
+    Store(store::StoreBenchArgs),
+    /// Container create/start/wait/delete: r8s vs runc vs crun.
+    Runtime(runtime::RuntimeBenchArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Store(args) => store::run(args),
+        Command::Runtime(args) => runtime::run(args),
+    }
+}
