@@ -3,20 +3,49 @@
 //! the same commands applied in the same order give the same state and the same
 //! revisions on every raft server. No I/O and no clocks here.
 //!
-//! INTERFACE CONTRACT (filled in by the store work): the raft backend and
-//! `MemStore` both drive this type; keep these signatures stable.
+//! The layout: every key has its versions in revision order, a deleted key ends
+//! in a tombstone; an event log names the key each revision wrote, so watches
+//! can replay history without storing every value twice. Compaction drops both
+//! down to what is needed to answer reads at and after the compaction point.
+//!
+//! Like etcd, an empty store is at revision 1 and its first write gets revision 2:
+//! a revision (a Kubernetes `resourceVersion`) is never 0, which Kubernetes reads
+//! as "any".
 
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
+
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::{KeyValue, RangeRequest, RangeResponse, Result, Revision, WatchEvent};
+use crate::watch::{self, WatchSender};
+use crate::{
+    EventKind, KeyValue, RangeRequest, RangeResponse, Result, Revision, StoreError, WatchEvent,
+    MAX_VALUE_SIZE,
+};
 
 /// A write, as it travels through the raft log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    Create { key: String, value: bytes::Bytes },
-    Update { key: String, value: bytes::Bytes, expected: Option<Revision> },
-    Delete { key: String, expected: Option<Revision> },
-    Compact { revision: Revision },
+    Create {
+        key: String,
+        value: Bytes,
+    },
+    Update {
+        key: String,
+        value: Bytes,
+        expected: Option<Revision>,
+    },
+    Delete {
+        key: String,
+        expected: Option<Revision>,
+    },
+    /// Forget history before `revision` (see [`Mvcc::compacted_revision`]).
+    /// Compacting to a revision at or before the current compaction point does
+    /// nothing; past the current revision it is rejected.
+    Compact {
+        revision: Revision,
+    },
 }
 
 /// The result of applying a [`Command`]. Errors (conflicts, ...) are results
@@ -30,6 +59,39 @@ pub enum Applied {
     Rejected(crate::StoreError),
 }
 
+impl Applied {
+    /// The outcome of a `Create` or `Update` as the [`crate::Store`] trait returns it.
+    pub fn into_put(self) -> Result<KeyValue> {
+        match self {
+            Applied::Put(kv) => Ok(kv),
+            Applied::Rejected(error) => Err(error),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The outcome of a `Delete` as the [`crate::Store`] trait returns it.
+    pub fn into_deleted(self) -> Result<(KeyValue, Revision)> {
+        match self {
+            Applied::Deleted { prev, revision } => Ok((prev, revision)),
+            Applied::Rejected(error) => Err(error),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The outcome of a `Compact` as the [`crate::Store`] trait returns it.
+    pub fn into_compacted(self) -> Result<()> {
+        match self {
+            Applied::Compacted => Ok(()),
+            Applied::Rejected(error) => Err(error),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+fn unexpected(applied: Applied) -> StoreError {
+    StoreError::Internal(format!("unexpected outcome for this command: {applied:?}"))
+}
+
 /// Everything needed to rebuild an [`Mvcc`] elsewhere: the latest value of every
 /// key and the revision counters. History older than the snapshot is not kept,
 /// so a restored store starts with its compaction point at `revision`.
@@ -39,62 +101,339 @@ pub struct Snapshot {
     pub kvs: Vec<KeyValue>,
 }
 
+/// The revision of an empty store (etcd's too).
+const EMPTY_STORE_REVISION: Revision = 1;
+
+/// One version of a key: its value from `revision` on, or `None` if the key was
+/// deleted at `revision`.
+#[derive(Clone, Debug)]
+struct Version {
+    revision: Revision,
+    kv: Option<KeyValue>,
+}
+
+/// The versions of one key, oldest first; never empty.
+type Versions = Vec<Version>;
+
+/// The version of `versions` that was current at `revision`, if any.
+fn version_at(versions: &Versions, revision: Revision) -> Option<&Version> {
+    let newer = versions.partition_point(|version| version.revision <= revision);
+    newer.checked_sub(1).map(|index| &versions[index])
+}
+
 pub struct Mvcc {
-    _private: (),
+    keys: BTreeMap<String, Versions>,
+    /// Which key each revision after the compaction point wrote, oldest first.
+    history: VecDeque<(Revision, String)>,
+    revision: Revision,
+    /// Reads before this revision and watches from before it are refused.
+    compacted: Revision,
+    watchers: Vec<WatchSender>,
+    watch_buffer: usize,
 }
 
 impl Mvcc {
     pub fn new() -> Self {
-        todo!()
+        Self::with_watch_buffer(watch::DEFAULT_WATCH_BUFFER)
+    }
+
+    /// A store whose watchers may have at most `watch_buffer` live events waiting
+    /// before they are closed as too slow.
+    pub fn with_watch_buffer(watch_buffer: usize) -> Self {
+        Mvcc {
+            keys: BTreeMap::new(),
+            history: VecDeque::new(),
+            revision: EMPTY_STORE_REVISION,
+            compacted: 0,
+            watchers: Vec::new(),
+            watch_buffer,
+        }
     }
 
     /// Applies one write. Every successful write bumps the revision by one;
     /// rejected ones and compactions do not. Watchers registered with
-    /// [`Mvcc::subscribe`] see the resulting event.
+    /// [`Mvcc::watch`] see the resulting event.
     pub fn apply(&mut self, command: Command) -> Applied {
-        let _ = command;
-        todo!()
+        let outcome = match command {
+            Command::Create { key, value } => self.create(key, value),
+            Command::Update {
+                key,
+                value,
+                expected,
+            } => self.update(key, value, expected),
+            Command::Delete { key, expected } => self.delete(key, expected),
+            Command::Compact { revision } => return self.compact(revision),
+        };
+        match outcome {
+            Ok(event) => {
+                let applied = match event.kind {
+                    EventKind::Put => Applied::Put(event.kv.clone()),
+                    EventKind::Delete => Applied::Deleted {
+                        // A delete always has the key it removed.
+                        prev: event.prev.clone().unwrap_or_else(|| event.kv.clone()),
+                        revision: event.revision(),
+                    },
+                };
+                self.notify(event);
+                applied
+            }
+            Err(error) => Applied::Rejected(error),
+        }
     }
 
     pub fn current_revision(&self) -> Revision {
-        todo!()
+        self.revision
     }
 
+    /// The oldest revision that can still be read; 0 if nothing was compacted yet.
+    /// Watches need `after >= compacted_revision()`.
     pub fn compacted_revision(&self) -> Revision {
-        todo!()
+        self.compacted
     }
 
     pub fn get(&self, key: &str, revision: Option<Revision>) -> Result<Option<KeyValue>> {
-        let _ = (key, revision);
-        todo!()
+        let revision = self.readable(revision)?;
+        Ok(self
+            .keys
+            .get(key)
+            .and_then(|versions| live_at(versions, revision))
+            .cloned())
     }
 
     pub fn range(&self, request: &RangeRequest) -> Result<RangeResponse> {
-        let _ = request;
-        todo!()
+        let revision = self.readable(request.revision)?;
+        let prefix = request.prefix.as_str();
+        let start = match &request.start_after {
+            Some(after) if after.as_str() >= prefix => Bound::Excluded(after.as_str()),
+            _ => Bound::Included(prefix),
+        };
+        let limit = request
+            .limit
+            .filter(|&limit| limit > 0)
+            .unwrap_or(usize::MAX);
+        let mut matching = self
+            .keys
+            .range::<str, _>((start, Bound::Unbounded))
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .filter_map(|(_, versions)| live_at(versions, revision));
+        let kvs: Vec<KeyValue> = matching.by_ref().take(limit).cloned().collect();
+        let more = matching.next().is_some();
+        Ok(RangeResponse {
+            kvs,
+            more,
+            revision,
+        })
     }
 
     /// Events under `prefix` after revision `after` that are still in the history.
     pub fn history(&self, prefix: &str, after: Revision) -> Result<Vec<WatchEvent>> {
-        let _ = (prefix, after);
-        todo!()
+        if after < self.compacted {
+            return Err(StoreError::Compacted {
+                requested: after,
+                compacted: self.compacted,
+            });
+        }
+        let first = self
+            .history
+            .partition_point(|(revision, _)| *revision <= after);
+        Ok(self
+            .history
+            .range(first..)
+            .filter(|(_, key)| key.starts_with(prefix))
+            .map(|(revision, key)| self.event_at(key, *revision))
+            .collect())
     }
 
     /// Registers a watcher: the history after `after` under `prefix` first, then
     /// every event that later `apply` calls produce, with no gap and no repeat.
     /// A watcher whose buffer fills up is closed with `WatcherTooSlow`.
+    /// `after` may be in the future: the watcher then sees the events after it.
     pub fn watch(&mut self, prefix: &str, after: Revision) -> Result<crate::WatchStream> {
-        let _ = (prefix, after);
-        todo!()
+        let replay = self.history(prefix, after)?;
+        let (sender, stream) = watch::watcher(prefix, after, replay, self.watch_buffer);
+        self.watchers.push(sender);
+        Ok(stream)
+    }
+
+    /// How many watchers are registered and still read. A dropped stream stops
+    /// counting at once; its sender is freed by the next write.
+    pub fn watcher_count(&self) -> usize {
+        self.watchers
+            .iter()
+            .filter(|watcher| watcher.is_open())
+            .count()
     }
 
     pub fn snapshot(&self) -> Snapshot {
-        todo!()
+        let kvs = self
+            .keys
+            .values()
+            .filter_map(|versions| live_at(versions, self.revision))
+            .cloned()
+            .collect();
+        Snapshot {
+            revision: self.revision,
+            kvs,
+        }
     }
 
     pub fn restore(snapshot: Snapshot) -> Self {
-        let _ = snapshot;
-        todo!()
+        let mut mvcc = Mvcc::new();
+        mvcc.revision = snapshot.revision;
+        mvcc.compacted = snapshot.revision;
+        mvcc.keys = snapshot
+            .kvs
+            .into_iter()
+            .map(|kv| {
+                (
+                    kv.key.clone(),
+                    vec![Version {
+                        revision: kv.mod_revision,
+                        kv: Some(kv),
+                    }],
+                )
+            })
+            .collect();
+        mvcc
+    }
+
+    /// Checks that `revision` (latest if `None`) can be read and returns it.
+    fn readable(&self, revision: Option<Revision>) -> Result<Revision> {
+        match revision {
+            None => Ok(self.revision),
+            Some(requested) if requested < self.compacted => Err(StoreError::Compacted {
+                requested,
+                compacted: self.compacted,
+            }),
+            Some(requested) if requested > self.revision => Err(StoreError::FutureRevision {
+                requested,
+                current: self.revision,
+            }),
+            Some(requested) => Ok(requested),
+        }
+    }
+
+    fn latest(&self, key: &str) -> Option<&KeyValue> {
+        self.keys
+            .get(key)
+            .and_then(|versions| live_at(versions, self.revision))
+    }
+
+    fn create(&mut self, key: String, value: Bytes) -> Result<WatchEvent> {
+        check_size(&key, &value)?;
+        if self.latest(&key).is_some() {
+            return Err(StoreError::AlreadyExists { key });
+        }
+        let revision = self.revision + 1;
+        let kv = KeyValue {
+            key,
+            value,
+            create_revision: revision,
+            mod_revision: revision,
+            version: 1,
+        };
+        Ok(self.write(kv.key.clone(), Some(kv), None))
+    }
+
+    fn update(
+        &mut self,
+        key: String,
+        value: Bytes,
+        expected: Option<Revision>,
+    ) -> Result<WatchEvent> {
+        check_size(&key, &value)?;
+        let prev = self.expect(&key, expected)?.clone();
+        let revision = self.revision + 1;
+        let kv = KeyValue {
+            key,
+            value,
+            create_revision: prev.create_revision,
+            mod_revision: revision,
+            version: prev.version + 1,
+        };
+        Ok(self.write(kv.key.clone(), Some(kv), Some(prev)))
+    }
+
+    fn delete(&mut self, key: String, expected: Option<Revision>) -> Result<WatchEvent> {
+        let prev = self.expect(&key, expected)?.clone();
+        Ok(self.write(key, None, Some(prev)))
+    }
+
+    /// The latest value of `key`, if it exists and has the `expected` mod revision.
+    fn expect(&self, key: &str, expected: Option<Revision>) -> Result<&KeyValue> {
+        let current = self.latest(key).ok_or_else(|| StoreError::NotFound {
+            key: key.to_owned(),
+        })?;
+        match expected {
+            Some(expected) if expected != current.mod_revision => Err(StoreError::Conflict {
+                key: key.to_owned(),
+                expected,
+                current: Some(current.clone()),
+            }),
+            _ => Ok(current),
+        }
+    }
+
+    /// Records a new version of `key` (`None`: deleted) at the next revision.
+    fn write(&mut self, key: String, kv: Option<KeyValue>, prev: Option<KeyValue>) -> WatchEvent {
+        self.revision += 1;
+        let revision = self.revision;
+        self.history.push_back((revision, key.clone()));
+        let event = event(&key, revision, kv.clone(), prev);
+        self.keys
+            .entry(key)
+            .or_default()
+            .push(Version { revision, kv });
+        event
+    }
+
+    fn notify(&mut self, event: WatchEvent) {
+        let key = event.kv.key.as_str();
+        self.watchers.retain(|watcher| {
+            if !watcher.is_open() {
+                false
+            } else if watcher.wants(key, event.revision()) {
+                watcher.send(event.clone())
+            } else {
+                true
+            }
+        });
+    }
+
+    fn compact(&mut self, revision: Revision) -> Applied {
+        if revision > self.revision {
+            return Applied::Rejected(StoreError::FutureRevision {
+                requested: revision,
+                current: self.revision,
+            });
+        }
+        if revision <= self.compacted {
+            return Applied::Compacted;
+        }
+        // Only keys written since the last compaction can have versions to drop.
+        let forgotten = self
+            .history
+            .partition_point(|(written, _)| *written <= revision);
+        for (_, key) in self.history.drain(..forgotten) {
+            if let Some(versions) = self.keys.get_mut(&key) {
+                prune(versions, revision);
+                if versions.is_empty() {
+                    self.keys.remove(&key);
+                }
+            }
+        }
+        self.compacted = revision;
+        Applied::Compacted
+    }
+
+    /// Rebuilds the event of the write of `key` at `revision` from its versions.
+    fn event_at(&self, key: &str, revision: Revision) -> WatchEvent {
+        let versions = &self.keys[key];
+        let index = versions.partition_point(|version| version.revision < revision);
+        let prev = index
+            .checked_sub(1)
+            .and_then(|before| versions[before].kv.clone());
+        event(key, revision, versions[index].kv.clone(), prev)
     }
 }
 
@@ -102,4 +441,62 @@ impl Default for Mvcc {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// The value of a key at `revision`, unless it did not exist then.
+fn live_at(versions: &Versions, revision: Revision) -> Option<&KeyValue> {
+    version_at(versions, revision).and_then(|version| version.kv.as_ref())
+}
+
+/// Drops the versions nobody can read after compacting to `revision`: all but
+/// the one current at `revision`, and that one too if it is a tombstone.
+fn prune(versions: &mut Versions, revision: Revision) {
+    let newer = versions.partition_point(|version| version.revision <= revision);
+    let mut keep_from = newer.saturating_sub(1);
+    if versions
+        .get(keep_from)
+        .is_some_and(|version| version.revision <= revision && version.kv.is_none())
+    {
+        keep_from += 1;
+    }
+    versions.drain(..keep_from);
+}
+
+/// The event for a write of `key` at `revision`: `kv` is the new value, `None`
+/// for a delete, reported as etcd does (empty value, only the mod revision set).
+fn event(
+    key: &str,
+    revision: Revision,
+    kv: Option<KeyValue>,
+    prev: Option<KeyValue>,
+) -> WatchEvent {
+    match kv {
+        Some(kv) => WatchEvent {
+            kind: EventKind::Put,
+            kv,
+            prev,
+        },
+        None => WatchEvent {
+            kind: EventKind::Delete,
+            kv: KeyValue {
+                key: key.to_owned(),
+                value: Bytes::new(),
+                create_revision: 0,
+                mod_revision: revision,
+                version: 0,
+            },
+            prev,
+        },
+    }
+}
+
+fn check_size(key: &str, value: &Bytes) -> Result<()> {
+    if value.len() > MAX_VALUE_SIZE {
+        return Err(StoreError::TooLarge {
+            key: key.to_owned(),
+            size: value.len(),
+            limit: MAX_VALUE_SIZE,
+        });
+    }
+    Ok(())
 }
