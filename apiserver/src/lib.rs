@@ -1,1 +1,4 @@
-//! (Filled in by the apiserver work.)
+//! r8s's Kubernetes API server: the REST API over the r8s store.
+
+pub mod patch;
+pub mod status;
