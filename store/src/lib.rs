@@ -14,8 +14,11 @@
 //! [`mem::MemStore`] (one process, nothing on disk; for tests of the layers above),
 //! the embedded raft store (the default), and etcd.
 
+pub mod compaction;
+pub mod etcd;
 pub mod mem;
 pub mod mvcc;
+pub mod raft;
 pub mod testing;
 mod watch;
 
@@ -27,9 +30,11 @@ use serde::{Deserialize, Serialize};
 
 pub use watch::WatchStream;
 
-/// A point in the store's history. The first write of a new store gets revision 1;
-/// an empty store is at revision 0 (as etcd reports 1, r8s starts counting writes
-/// from 1 too: revision `n` means `n` writes have been applied).
+/// A point in the store's history: every successful write takes the next one.
+/// Only compare revisions with each other, never with fixed numbers: like etcd,
+/// an empty r8s store is at revision 1 (its first write gets 2), so a revision
+/// is never 0, which Kubernetes reads as "any resourceVersion"; and a store
+/// restored from a snapshot or an etcd with history starts wherever it was.
 pub type Revision = i64;
 
 /// One key and its value, with its bookkeeping revisions.
@@ -163,7 +168,7 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub const MAX_VALUE_SIZE: usize = 2 * 1024 * 1024;
 
 /// The store contract. All backends pass the same conformance suite
-/// ([`testing::conformance`]).
+/// ([`testing::conformance`], run with [`store_conformance_tests!`]).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Creates `key` only if it does not exist. Returns the new key-value.
@@ -193,7 +198,11 @@ pub trait Store: Send + Sync + 'static {
     /// linearizable read needs.
     async fn current_revision(&self) -> Result<Revision>;
 
-    /// Forgets history at and before `revision`: reads and watches at older
-    /// revisions then fail with `Compacted`. Stores also compact by themselves.
+    /// Forgets history before `revision`: reads at older revisions and watches
+    /// after older revisions then fail with `Compacted`; reads at `revision` and
+    /// watches after it still work. Compacting to a revision at or before the
+    /// current compaction point does nothing; past the current revision it is
+    /// `FutureRevision`. Stores also compact by themselves
+    /// ([`compaction::AutoCompaction`]).
     async fn compact(&self, revision: Revision) -> Result<()>;
 }

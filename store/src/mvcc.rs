@@ -320,7 +320,7 @@ impl Mvcc {
     }
 
     fn create(&mut self, key: String, value: Bytes) -> Result<WatchEvent> {
-        check_size(&key, &value)?;
+        check_value_size(&key, &value)?;
         if self.latest(&key).is_some() {
             return Err(StoreError::AlreadyExists { key });
         }
@@ -341,7 +341,7 @@ impl Mvcc {
         value: Bytes,
         expected: Option<Revision>,
     ) -> Result<WatchEvent> {
-        check_size(&key, &value)?;
+        check_value_size(&key, &value)?;
         let prev = self.expect(&key, expected)?.clone();
         let revision = self.revision + 1;
         let kv = KeyValue {
@@ -490,7 +490,9 @@ fn event(
     }
 }
 
-fn check_size(key: &str, value: &Bytes) -> Result<()> {
+/// `TooLarge` for a value over [`MAX_VALUE_SIZE`]. Backends check before they
+/// send a value anywhere; `apply` checks again.
+pub fn check_value_size(key: &str, value: &Bytes) -> Result<()> {
     if value.len() > MAX_VALUE_SIZE {
         return Err(StoreError::TooLarge {
             key: key.to_owned(),
