@@ -1,0 +1,262 @@
+//! The shim: one small process per container (the re-executed r8s binary,
+//! `r8s runtime shim`), detached from whoever created the container. It creates
+//! the container's cgroup, launches the init, tells the creator the outcome,
+//! then copies the container's output into the CRI log, reaps the init and
+//! records how it ended in `exit.json`.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{ForkResult, Pid};
+use serde::{Deserialize, Serialize};
+
+use crate::cgroups::{self, CgroupManager, Resources};
+use crate::channel::{Receiver, Sender};
+use crate::config::Output;
+use crate::executor::{self, Launch, SetupError, SetupMessage};
+use crate::logs::{CriLogWriter, Stream};
+use crate::state::{self, Bundle, ExitStatus, Pids, StateDir};
+
+/// The descriptor on which the shim answers its creator.
+pub const REPLY_FD: i32 = 3;
+
+/// The shim's answer to the creator.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum CreateReply {
+    Created(Pids),
+    Failed { reason: String, not_found: bool },
+}
+
+/// The shim's main. Returns only in the short-lived first process; the
+/// detached shim exits by itself.
+pub fn run(state_dir: &Path) -> ! {
+    // SAFETY: REPLY_FD was set up by the creator for us alone.
+    let mut reply = Sender::<CreateReply>::from_fd(unsafe { OwnedFd::from_raw_fd(REPLY_FD) });
+    // The container's processes must not inherit the creator's pipe.
+    let _ = nix::fcntl::fcntl(reply.as_fd(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+    // Detach: the first process exits at once, the second (re-parented to the
+    // nearest subreaper or init) outlives the creator.
+    // SAFETY: the shim is single-threaded.
+    match unsafe { nix::unistd::fork() } {
+        Ok(ForkResult::Parent { .. }) => std::process::exit(0),
+        Ok(ForkResult::Child) => {}
+        Err(errno) => {
+            let _ = reply.send(&CreateReply::Failed { reason: format!("fork: {errno}"), not_found: false });
+            std::process::exit(1);
+        }
+    }
+    let _ = nix::unistd::setsid();
+    let code = match supervise(&StateDir::new(state_dir.to_path_buf()), &mut reply) {
+        Ok(()) => 0,
+        Err(error) => {
+            let _ = reply.send(&CreateReply::Failed {
+                not_found: matches!(error, SetupError::NotFound(_)),
+                reason: error.to_string(),
+            });
+            1
+        }
+    };
+    std::process::exit(code)
+}
+
+fn io(what: &str) -> impl FnOnce(std::io::Error) -> SetupError + '_ {
+    move |source| SetupError::Io { what: what.to_string(), source }
+}
+
+fn sys(what: &str) -> impl FnOnce(nix::Error) -> SetupError + '_ {
+    move |errno| SetupError::Sys { what: what.to_string(), errno }
+}
+
+/// The container's stdio as the init gets it, and the shim's ends of it.
+struct Stdio {
+    container: [OwnedFd; 3],
+    /// Read ends of stdout and stderr, when the shim writes a log.
+    log: Option<(File, [OwnedFd; 2])>,
+}
+
+fn open_null() -> Result<OwnedFd, SetupError> {
+    File::options().read(true).write(true).open("/dev/null").map(OwnedFd::from).map_err(io("opening /dev/null"))
+}
+
+fn stdio(output: &Output) -> Result<Stdio, SetupError> {
+    match output {
+        Output::Null => Ok(Stdio { container: [open_null()?, open_null()?, open_null()?], log: None }),
+        Output::Inherit => {
+            let dup = |fd: std::os::fd::BorrowedFd| fd.try_clone_to_owned().map_err(io("duplicating stdio"));
+            Ok(Stdio {
+                container: [dup(std::io::stdin().as_fd())?, dup(std::io::stdout().as_fd())?, dup(std::io::stderr().as_fd())?],
+                log: None,
+            })
+        }
+        Output::Log(path) => {
+            let log = File::options().create(true).append(true).open(path).map_err(io("opening the log file"))?;
+            let (out_read, out_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
+            let (err_read, err_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
+            Ok(Stdio { container: [open_null()?, out_write, err_write], log: Some((log, [out_read, err_read])) })
+        }
+    }
+}
+
+fn supervise(state: &StateDir, reply: &mut Sender<CreateReply>) -> Result<(), SetupError> {
+    nix::sys::prctl::set_child_subreaper(true).map_err(sys("becoming a subreaper"))?;
+    let bundle: Bundle = state::read_json(&state.bundle_file())
+        .map_err(io("reading bundle.json"))?
+        .ok_or_else(|| SetupError::Invalid("bundle.json is missing".into()))?;
+    let cgroups = cgroups::detect(&bundle.cgroup_mount, &bundle.cgroup_root)?;
+    let resources = bundle
+        .spec
+        .oci
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .map(Resources::from_oci)
+        .unwrap_or_default();
+    cgroups.create(&bundle.cgroup_path, &resources)?;
+    for dir in [state.rootfs(), state.upper(), state.work()] {
+        std::fs::create_dir_all(&dir).map_err(io("creating the root filesystem directories"))?;
+    }
+    nix::unistd::mkfifo(&state.start_fifo(), nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .map_err(sys("creating the start FIFO"))?;
+    let Stdio { container, log } = stdio(&bundle.spec.output)?;
+    let launched = executor::launch(Launch {
+        spec: &bundle.spec,
+        state,
+        cgroups: cgroups.as_ref(),
+        cgroup_path: &bundle.cgroup_path,
+        stdio: container,
+    })?;
+    let pids = Pids {
+        shim: std::process::id() as i32,
+        init: launched.init.as_raw(),
+        created_at: state::now_rfc3339(),
+    };
+    state::write_json(&state.pids_file(), &pids).map_err(io("writing state.json"))?;
+    reply.send(&CreateReply::Created(pids))?;
+    // From here on nobody listens to our stdio; the container has its own copies.
+    let null = open_null()?;
+    for fd in 0..=REPLY_FD {
+        // SAFETY: dup2 onto the standard descriptors and the reply fd, which we own.
+        unsafe { libc::dup2(null.as_raw_fd(), fd) };
+    }
+    let exit = wait_for_exit(launched.init, launched.messages, log, cgroups.as_ref(), &bundle.cgroup_path)?;
+    state::write_json(&state.exit_file(), &exit).map_err(io("writing exit.json"))
+}
+
+/// Copies output into the log until the init exits, then reaps it.
+fn wait_for_exit(
+    init: Pid,
+    mut messages: Receiver<SetupMessage>,
+    log: Option<(File, [OwnedFd; 2])>,
+    cgroups: &dyn CgroupManager,
+    cgroup_path: &Path,
+) -> Result<ExitStatus, SetupError> {
+    let pidfd = pidfd_open(init)?;
+    let (mut writer, mut pipes) = match log {
+        Some((file, [out, err])) => (Some(CriLogWriter::new(file)), vec![(Stream::Stdout, File::from(out)), (Stream::Stderr, File::from(err))]),
+        None => (None, Vec::new()),
+    };
+    let mut reason = None;
+    let mut messages_open = true;
+    let mut status = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    // Until the init is gone and every pipe reached its end.
+    while status.is_none() || !pipes.is_empty() {
+        let mut fds = vec![PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        fds.extend(pipes.iter().map(|(_, f)| PollFd::new(f.as_fd(), PollFlags::POLLIN)));
+        if messages_open {
+            fds.push(PollFd::new(messages.as_fd(), PollFlags::POLLIN));
+        }
+        // Once the init is gone, output still buffered is drained, but a
+        // process that escaped the container's PID namespace holding a pipe
+        // open must not keep us forever.
+        let timeout = if status.is_some() { PollTimeout::from(1000u16) } else { PollTimeout::NONE };
+        match nix::poll::poll(&mut fds, timeout) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(nix::Error::EINTR) => continue,
+            Err(errno) => return Err(sys("poll")(errno)),
+        }
+        let ready: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
+        drop(fds);
+        if ready[0] && status.is_none() {
+            status = Some(reap(init)?);
+        }
+        let mut closed = Vec::new();
+        for (i, (stream, pipe)) in pipes.iter_mut().enumerate() {
+            if !ready[1 + i] {
+                continue;
+            }
+            let n = pipe.read(&mut buf).unwrap_or(0);
+            if let Some(writer) = writer.as_mut() {
+                let _ = if n == 0 { writer.finish(*stream) } else { writer.write(*stream, &buf[..n]) };
+            }
+            if n == 0 {
+                closed.push(i);
+            }
+        }
+        for i in closed.into_iter().rev() {
+            pipes.remove(i);
+        }
+        if messages_open && ready[ready.len() - 1] {
+            match messages.try_recv() {
+                Ok(Some(SetupMessage::Failed { reason: r, .. })) => reason = Some(r),
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => messages_open = false,
+            }
+        }
+    }
+    let status = match status {
+        Some(status) => status,
+        None => reap(init)?,
+    };
+    reap_orphans();
+    let (code, signal) = match status {
+        WaitStatus::Exited(_, code) => (code, None),
+        WaitStatus::Signaled(_, signal, _) => (128 + signal as i32, Some(signal as i32)),
+        _ => (255, None),
+    };
+    let oom_kills = cgroups.stats(cgroup_path).map(|s| s.oom_kills).unwrap_or(0);
+    Ok(ExitStatus {
+        code,
+        signal,
+        oom_killed: oom_kills > 0 && signal == Some(Signal::SIGKILL as i32),
+        reason,
+        finished_at: state::now_rfc3339(),
+    })
+}
+
+fn reap(init: Pid) -> Result<WaitStatus, SetupError> {
+    loop {
+        match waitpid(init, None) {
+            Err(nix::Error::EINTR) => continue,
+            other => return other.map_err(sys("waiting for the init")),
+        }
+    }
+}
+
+/// Processes re-parented to the shim (it is a subreaper) are reaped too.
+fn reap_orphans() {
+    while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+        if status == WaitStatus::StillAlive {
+            break;
+        }
+    }
+}
+
+/// A descriptor that becomes readable when `pid` exits; works for any process,
+/// not only children.
+pub fn pidfd_open(pid: Pid) -> Result<OwnedFd, SetupError> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(sys("pidfd_open")(nix::Error::last()));
+    }
+    // SAFETY: the kernel just returned this descriptor to us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
