@@ -210,6 +210,13 @@ impl ApiError {
         status
     }
 
+    /// A request that cannot be answered yet, such as a read at a future revision.
+    pub fn timeout(message: impl Into<String>) -> Self {
+        let mut error = Self::new(504, "Timeout", message);
+        error.details.retry_after_seconds = Some(1);
+        error
+    }
+
     pub fn service_unavailable(message: impl Into<String>) -> Self {
         Self::new(503, "ServiceUnavailable", message)
     }
