@@ -127,7 +127,11 @@ impl Node {
         // could apply it twice. The others can be repeated safely.
         let retry_when_lost = !matches!(request, Request::Propose(_));
         loop {
-            if let Routed::NotLeader(Some(leader)) = self.as_leader(&request).await? {
+            let leader = match self.as_leader(&request).await? {
+                Routed::Done(response) => return Ok(response),
+                Routed::NotLeader(leader) => leader,
+            };
+            if let Some(leader) = leader {
                 let timeout = match request {
                     Request::AddMember { .. } => ADD_MEMBER_TIMEOUT,
                     _ => LEADER_WAIT,
