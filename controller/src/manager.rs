@@ -1,0 +1,30 @@
+//! Runs every controller of `r8s server` in one process, on shared informers.
+
+use kube::Client;
+
+use crate::context::Context;
+use crate::replicaset::ReplicaSetController;
+
+/// Settings of the controller manager.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Workers per controller.
+    pub workers: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self { workers: 8 }
+    }
+}
+
+/// Runs all controllers until the future is dropped.
+pub async fn run(client: Client, settings: Settings) {
+    let ctx = Context::new(client.clone(), "controller-manager");
+    let replicasets = ReplicaSetController::new(ctx.clone());
+    let watches = ctx.informers.start(&client);
+    ctx.informers.wait_synced().await;
+    tracing::info!("controllers started");
+    replicasets.run(settings.workers).await;
+    watches.iter().for_each(|w| w.abort());
+}
