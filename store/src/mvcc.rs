@@ -162,23 +162,9 @@ impl Mvcc {
                 expected,
             } => self.update(key, value, expected),
             Command::Delete { key, expected } => self.delete(key, expected),
-            Command::Compact { revision } => return self.compact(revision),
+            Command::Compact { revision } => self.compact(revision),
         };
-        match outcome {
-            Ok(event) => {
-                let applied = match event.kind {
-                    EventKind::Put => Applied::Put(event.kv.clone()),
-                    EventKind::Delete => Applied::Deleted {
-                        // A delete always has the key it removed.
-                        prev: event.prev.clone().unwrap_or_else(|| event.kv.clone()),
-                        revision: event.revision(),
-                    },
-                };
-                self.notify(event);
-                applied
-            }
-            Err(error) => Applied::Rejected(error),
-        }
+        outcome.unwrap_or_else(Applied::Rejected)
     }
 
     pub fn current_revision(&self) -> Revision {
@@ -319,7 +305,7 @@ impl Mvcc {
             .and_then(|versions| live_at(versions, self.revision))
     }
 
-    fn create(&mut self, key: String, value: Bytes) -> Result<WatchEvent> {
+    fn create(&mut self, key: String, value: Bytes) -> Result<Applied> {
         check_value_size(&key, &value)?;
         if self.latest(&key).is_some() {
             return Err(StoreError::AlreadyExists { key });
@@ -332,31 +318,28 @@ impl Mvcc {
             mod_revision: revision,
             version: 1,
         };
-        Ok(self.write(kv.key.clone(), Some(kv), None))
+        self.write(&kv.key, Some(kv.clone()), None);
+        Ok(Applied::Put(kv))
     }
 
-    fn update(
-        &mut self,
-        key: String,
-        value: Bytes,
-        expected: Option<Revision>,
-    ) -> Result<WatchEvent> {
+    fn update(&mut self, key: String, value: Bytes, expected: Option<Revision>) -> Result<Applied> {
         check_value_size(&key, &value)?;
         let prev = self.expect(&key, expected)?.clone();
-        let revision = self.revision + 1;
         let kv = KeyValue {
             key,
             value,
             create_revision: prev.create_revision,
-            mod_revision: revision,
+            mod_revision: self.revision + 1,
             version: prev.version + 1,
         };
-        Ok(self.write(kv.key.clone(), Some(kv), Some(prev)))
+        self.write(&kv.key, Some(kv.clone()), Some(prev));
+        Ok(Applied::Put(kv))
     }
 
-    fn delete(&mut self, key: String, expected: Option<Revision>) -> Result<WatchEvent> {
+    fn delete(&mut self, key: String, expected: Option<Revision>) -> Result<Applied> {
         let prev = self.expect(&key, expected)?.clone();
-        Ok(self.write(key, None, Some(prev)))
+        let revision = self.write(&key, None, Some(prev.clone()));
+        Ok(Applied::Deleted { prev, revision })
     }
 
     /// The latest value of `key`, if it exists and has the `expected` mod revision.
@@ -374,19 +357,32 @@ impl Mvcc {
         }
     }
 
-    /// Records a new version of `key` (`None`: deleted) at the next revision.
-    fn write(&mut self, key: String, kv: Option<KeyValue>, prev: Option<KeyValue>) -> WatchEvent {
+    /// Records a new version of `key` (`None`: deleted) at the next revision,
+    /// tells the watchers, and returns the revision.
+    fn write(&mut self, key: &str, kv: Option<KeyValue>, prev: Option<KeyValue>) -> Revision {
         self.revision += 1;
         let revision = self.revision;
-        self.history.push_back((revision, key.clone()));
-        let event = event(&key, revision, kv.clone(), prev);
-        self.keys
-            .entry(key)
-            .or_default()
-            .push(Version { revision, kv });
-        event
+        self.history.push_back((revision, key.to_owned()));
+        let versions = match self.keys.get_mut(key) {
+            Some(versions) => versions,
+            None => self.keys.entry(key.to_owned()).or_default(),
+        };
+        versions.push(Version {
+            revision,
+            kv: kv.clone(),
+        });
+        if self
+            .watchers
+            .iter()
+            .any(|watcher| watcher.wants(key, revision))
+        {
+            self.notify(event(key, revision, kv, prev));
+        }
+        revision
     }
 
+    /// Hands `event` to the watchers that want it and forgets the ones that are
+    /// gone or too slow.
     fn notify(&mut self, event: WatchEvent) {
         let key = event.kv.key.as_str();
         self.watchers.retain(|watcher| {
@@ -400,15 +396,15 @@ impl Mvcc {
         });
     }
 
-    fn compact(&mut self, revision: Revision) -> Applied {
+    fn compact(&mut self, revision: Revision) -> Result<Applied> {
         if revision > self.revision {
-            return Applied::Rejected(StoreError::FutureRevision {
+            return Err(StoreError::FutureRevision {
                 requested: revision,
                 current: self.revision,
             });
         }
         if revision <= self.compacted {
-            return Applied::Compacted;
+            return Ok(Applied::Compacted);
         }
         // Only keys written since the last compaction can have versions to drop.
         let forgotten = self
@@ -423,7 +419,7 @@ impl Mvcc {
             }
         }
         self.compacted = revision;
-        Applied::Compacted
+        Ok(Applied::Compacted)
     }
 
     /// Rebuilds the event of the write of `key` at `revision` from its versions.
@@ -501,4 +497,155 @@ pub fn check_value_size(key: &str, value: &Bytes) -> Result<()> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+
+    fn put(key: &str, value: &str) -> Command {
+        Command::Create {
+            key: key.into(),
+            value: Bytes::copy_from_slice(value.as_bytes()),
+        }
+    }
+
+    fn update(key: &str, value: &str) -> Command {
+        Command::Update {
+            key: key.into(),
+            value: Bytes::copy_from_slice(value.as_bytes()),
+            expected: None,
+        }
+    }
+
+    fn delete(key: &str) -> Command {
+        Command::Delete {
+            key: key.into(),
+            expected: None,
+        }
+    }
+
+    fn all(mvcc: &Mvcc) -> Vec<KeyValue> {
+        mvcc.range(&RangeRequest::default()).expect("range").kvs
+    }
+
+    #[test]
+    fn an_empty_store_is_at_revision_one_like_etcd() {
+        let mut mvcc = Mvcc::new();
+        assert_eq!(mvcc.current_revision(), 1);
+        assert_eq!(
+            mvcc.apply(put("/a", "1"))
+                .into_put()
+                .expect("create")
+                .mod_revision,
+            2
+        );
+    }
+
+    #[test]
+    fn the_same_commands_give_the_same_outcomes_and_state() {
+        let commands = [
+            put("/a", "1"),
+            put("/a", "again"),
+            update("/a", "2"),
+            Command::Update {
+                key: "/a".into(),
+                value: Bytes::new(),
+                expected: Some(1),
+            },
+            delete("/b"),
+            put("/b", "1"),
+            delete("/b"),
+            Command::Compact { revision: 3 },
+            put("/c", "1"),
+        ];
+        let (mut first, mut second) = (Mvcc::new(), Mvcc::new());
+        for command in commands {
+            assert_eq!(first.apply(command.clone()), second.apply(command));
+        }
+        assert_eq!(first.snapshot(), second.snapshot());
+    }
+
+    #[test]
+    fn compaction_drops_superseded_versions_and_deleted_keys() {
+        let mut mvcc = Mvcc::new();
+        mvcc.apply(put("/a", "1"));
+        mvcc.apply(update("/a", "2"));
+        mvcc.apply(put("/gone", "1"));
+        mvcc.apply(delete("/gone"));
+        let point = mvcc.current_revision();
+        let later = mvcc.apply(update("/a", "3")).into_put().expect("update");
+
+        mvcc.apply(Command::Compact { revision: point })
+            .into_compacted()
+            .expect("compact");
+        assert_eq!(mvcc.compacted_revision(), point);
+        // What reads at the compaction point and after need, and nothing more.
+        assert_eq!(mvcc.keys.len(), 1);
+        assert_eq!(mvcc.keys["/a"].len(), 2);
+        assert_eq!(mvcc.history.len(), 1);
+        assert_eq!(
+            mvcc.get("/a", Some(point))
+                .expect("get")
+                .expect("present")
+                .value,
+            "2"
+        );
+        assert_eq!(mvcc.get("/gone", Some(point)).expect("get"), None);
+        let replay = mvcc.history("/", point).expect("history");
+        assert_eq!(replay.len(), 1);
+        assert_eq!(replay[0].kv, later);
+        assert_eq!(
+            replay[0].prev.as_ref().map(|prev| prev.value.clone()),
+            Some(Bytes::from_static(b"2"))
+        );
+    }
+
+    #[test]
+    fn a_restored_snapshot_reads_and_continues_like_the_original() {
+        let mut original = Mvcc::new();
+        original.apply(put("/a", "1"));
+        original.apply(put("/b", "1"));
+        original.apply(update("/a", "2"));
+        original.apply(delete("/b"));
+
+        let mut restored = Mvcc::restore(original.snapshot());
+        assert_eq!(restored.current_revision(), original.current_revision());
+        assert_eq!(restored.compacted_revision(), original.current_revision());
+        assert_eq!(all(&restored), all(&original));
+        assert!(matches!(
+            restored.get("/a", Some(2)),
+            Err(StoreError::Compacted { .. })
+        ));
+
+        for command in [update("/a", "3"), put("/b", "2"), delete("/a")] {
+            assert_eq!(restored.apply(command.clone()), original.apply(command));
+        }
+        assert_eq!(restored.snapshot(), original.snapshot());
+    }
+
+    #[tokio::test]
+    async fn a_watch_from_the_future_starts_after_that_revision() {
+        let mut mvcc = Mvcc::new();
+        let from = mvcc.current_revision() + 1;
+        let mut events = mvcc.watch("/", from).expect("watch");
+        mvcc.apply(put("/skipped", "1"));
+        mvcc.apply(put("/seen", "1"));
+        let event = events.next().await.expect("an event").expect("no error");
+        assert_eq!(event.kv.key, "/seen");
+    }
+
+    #[tokio::test]
+    async fn replaced_state_closes_its_watches() {
+        let mut mvcc = Mvcc::new();
+        let mut events = mvcc.watch("/", 0).expect("watch");
+        drop(mvcc);
+        assert!(matches!(
+            events.next().await,
+            Some(Err(StoreError::Unavailable(_)))
+        ));
+        assert!(events.next().await.is_none());
+    }
 }
