@@ -65,7 +65,7 @@ pub struct Page {
 
 /// What a continue token holds: the revision of the first page and the last
 /// key returned (after the list's prefix), as Kubernetes' tokens do.
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct ContinueToken {
     v: String,
     rv: Revision,

@@ -1,0 +1,427 @@
+//! Every verb and error of the REST API, over HTTP, against a MemStore.
+
+mod common;
+
+use common::{deployment, pod, start};
+use serde_json::{json, Value};
+
+const PODS: &str = "/api/v1/namespaces/default/pods";
+const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/default/deployments";
+
+#[tokio::test]
+async fn create_get_and_not_found() {
+    let server = start().await;
+    let created = server.post(PODS, pod("web")).await;
+    assert_eq!(created.code, 201, "{}", created.body);
+    let metadata = &created.body["metadata"];
+    assert_eq!(metadata["namespace"], "default");
+    assert_eq!(metadata["uid"].as_str().unwrap().len(), 36);
+    assert!(metadata["creationTimestamp"].is_string());
+    assert!(metadata["resourceVersion"].as_str().unwrap().parse::<i64>().unwrap() > 0);
+    assert_eq!(created.body["status"]["phase"], "Pending");
+
+    let got = server.get(&format!("{PODS}/web")).await;
+    assert_eq!(got.code, 200);
+    assert_eq!(got.body["kind"], "Pod");
+    assert_eq!(got.body["apiVersion"], "v1");
+    assert_eq!(got.body["metadata"]["resourceVersion"], metadata["resourceVersion"]);
+
+    let missing = server.get(&format!("{PODS}/nope")).await;
+    assert_eq!(missing.code, 404);
+    assert_eq!(missing.body["kind"], "Status");
+    assert_eq!(missing.body["message"], "pods \"nope\" not found");
+    assert_eq!(missing.body["reason"], "NotFound");
+
+    let again = server.post(PODS, pod("web")).await;
+    assert_eq!(again.code, 409);
+    assert_eq!(again.body["reason"], "AlreadyExists");
+    assert_eq!(again.body["message"], "pods \"web\" already exists");
+}
+
+#[tokio::test]
+async fn generate_name_dry_run_and_missing_namespace() {
+    let server = start().await;
+    let mut generated = pod("");
+    generated["metadata"] = json!({"generateName": "web-"});
+    let created = server.post(PODS, generated).await;
+    assert_eq!(created.code, 201, "{}", created.body);
+    let name = created.body["metadata"]["name"].as_str().unwrap();
+    assert!(name.starts_with("web-") && name.len() == 9, "{name}");
+
+    let dry = server.post(&format!("{PODS}?dryRun=All"), pod("dry")).await;
+    assert_eq!(dry.code, 201);
+    assert_eq!(server.get(&format!("{PODS}/dry")).await.code, 404);
+
+    let nowhere = server.post("/api/v1/namespaces/nowhere/pods", pod("x")).await;
+    assert_eq!(nowhere.code, 404);
+    assert_eq!(nowhere.body["message"], "namespaces \"nowhere\" not found");
+
+    let mismatched = server.post(PODS, json!({"kind": "Service", "apiVersion": "v1", "metadata": {"name": "x"}})).await;
+    assert_eq!(mismatched.code, 400);
+    let garbage = server.call("POST", PODS, "application/json", Some(Value::String("{not json".into()))).await;
+    assert_eq!(garbage.code, 400);
+}
+
+#[tokio::test]
+async fn system_namespaces_exist() {
+    let server = start().await;
+    let list = server.get("/api/v1/namespaces").await;
+    let names: Vec<&str> = list.body["items"].as_array().unwrap().iter().map(|n| n["metadata"]["name"].as_str().unwrap()).collect();
+    for expected in ["default", "kube-system", "kube-node-lease", "kube-public"] {
+        assert!(names.contains(&expected), "{names:?}");
+    }
+    assert_eq!(list.body["kind"], "NamespaceList");
+}
+
+#[tokio::test]
+async fn update_conflicts_generation_and_status() {
+    let server = start().await;
+    let created = server.post(DEPLOYMENTS, deployment("web", 1)).await.body;
+    assert_eq!(created["metadata"]["generation"], 1);
+
+    // A label change does not bump the generation; a spec change does.
+    let mut labeled = created.clone();
+    labeled["metadata"]["labels"] = json!({"tier": "front"});
+    let updated = server.put(&format!("{DEPLOYMENTS}/web"), labeled).await;
+    assert_eq!(updated.code, 200, "{}", updated.body);
+    assert_eq!(updated.body["metadata"]["generation"], 1);
+    let mut scaled = updated.body.clone();
+    scaled["spec"]["replicas"] = json!(3);
+    scaled["status"] = json!({"replicas": 99});
+    let updated = server.put(&format!("{DEPLOYMENTS}/web"), scaled).await;
+    assert_eq!(updated.body["metadata"]["generation"], 2);
+    assert_eq!(updated.body["status"], json!({}), "status is ignored on the main resource");
+
+    // A stale resourceVersion is a conflict with Kubernetes' message.
+    let stale = server.put(&format!("{DEPLOYMENTS}/web"), created.clone()).await;
+    assert_eq!(stale.code, 409);
+    assert_eq!(
+        stale.body["message"],
+        "Operation cannot be fulfilled on deployments.apps \"web\": the object has been modified; please apply your changes to the latest version and try again"
+    );
+
+    // /status changes the status only.
+    let mut with_status = updated.body.clone();
+    with_status["status"] = json!({"replicas": 3, "readyReplicas": 3});
+    with_status["spec"]["replicas"] = json!(7);
+    let status = server.put(&format!("{DEPLOYMENTS}/web/status"), with_status).await;
+    assert_eq!(status.code, 200, "{}", status.body);
+    assert_eq!(status.body["status"]["readyReplicas"], 3);
+    assert_eq!(status.body["spec"]["replicas"], 3);
+
+    let renamed = server.put(&format!("{DEPLOYMENTS}/web"), deployment("other", 1)).await;
+    assert_eq!(renamed.code, 400);
+}
+
+#[tokio::test]
+async fn patches_of_every_kind() {
+    let server = start().await;
+    server.post(PODS, pod("web")).await;
+    let path = format!("{PODS}/web");
+
+    let merged = server.patch(&path, "application/merge-patch+json", json!({"metadata": {"labels": {"extra": "1"}}})).await;
+    assert_eq!(merged.code, 200, "{}", merged.body);
+    assert_eq!(merged.body["metadata"]["labels"], json!({"app": "web", "extra": "1"}));
+
+    let strategic = server
+        .patch(&path, "application/strategic-merge-patch+json", json!({"spec": {"containers": [{"name": "side", "image": "busybox"}]}}))
+        .await;
+    assert_eq!(strategic.code, 200, "{}", strategic.body);
+    assert_eq!(strategic.body["spec"]["containers"].as_array().unwrap().len(), 2);
+
+    let json_patch = server
+        .patch(&path, "application/json-patch+json", json!([{"op": "replace", "path": "/spec/containers/0/image", "value": "nginx:1.26"}]))
+        .await;
+    assert_eq!(json_patch.code, 200);
+    assert_eq!(json_patch.body["spec"]["containers"][0]["image"], "nginx:1.26");
+
+    let failed_test = server.patch(&path, "application/json-patch+json", json!([{"op": "test", "path": "/spec/nodeName", "value": "x"}])).await;
+    assert_eq!(failed_test.code, 422);
+
+    let unsupported = server.patch(&path, "application/json", json!({})).await;
+    assert_eq!(unsupported.code, 415);
+    assert_eq!(unsupported.body["reason"], "UnsupportedMediaType");
+    let apply = server.patch(&path, "application/apply-patch+yaml", json!({})).await;
+    assert_eq!(apply.code, 415);
+
+    let stale = server.patch(&path, "application/merge-patch+json", json!({"metadata": {"resourceVersion": "1"}})).await;
+    assert_eq!(stale.code, 409);
+
+    let missing = server.patch(&format!("{PODS}/nope"), "application/merge-patch+json", json!({})).await;
+    assert_eq!(missing.code, 404);
+
+    let status = server.patch(&format!("{path}/status"), "application/merge-patch+json", json!({"status": {"phase": "Running"}, "spec": {"nodeName": "sneaky"}})).await;
+    assert_eq!(status.code, 200);
+    assert_eq!(status.body["status"]["phase"], "Running");
+    assert!(status.body["spec"].get("nodeName").is_none());
+}
+
+#[tokio::test]
+async fn list_with_selectors_and_pages() {
+    let server = start().await;
+    for i in 0..7 {
+        let mut p = pod(&format!("p{i}"));
+        p["metadata"]["labels"] = json!({"app": if i % 2 == 0 { "even" } else { "odd" }});
+        server.post(PODS, p).await;
+    }
+    let even = server.get(&format!("{PODS}?labelSelector=app%3Deven")).await;
+    assert_eq!(even.body["items"].as_array().unwrap().len(), 4);
+    assert_eq!(even.body["kind"], "PodList");
+    assert!(even.body["metadata"]["resourceVersion"].is_string());
+
+    let one = server.get(&format!("{PODS}?fieldSelector=metadata.name%3Dp3")).await;
+    assert_eq!(one.body["items"].as_array().unwrap().len(), 1);
+    let not_one = server.get(&format!("{PODS}?fieldSelector=metadata.name!%3Dp3")).await;
+    assert_eq!(not_one.body["items"].as_array().unwrap().len(), 6);
+    let bad = server.get(&format!("{PODS}?fieldSelector=spec.bogus%3Dx")).await;
+    assert_eq!(bad.code, 400);
+
+    // Pages of 3 cover every pod once, at one resourceVersion.
+    let mut names = Vec::new();
+    let mut token: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &token {
+            Some(t) => format!("{PODS}?limit=3&continue={}", urlencode(t)),
+            None => format!("{PODS}?limit=3"),
+        };
+        let page = server.get(&path).await;
+        assert_eq!(page.code, 200, "{}", page.body);
+        pages += 1;
+        names.extend(page.body["items"].as_array().unwrap().iter().map(|p| p["metadata"]["name"].as_str().unwrap().to_string()));
+        match page.body["metadata"]["continue"].as_str() {
+            Some(next) => token = Some(next.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(names, vec!["p0", "p1", "p2", "p3", "p4", "p5", "p6"]);
+
+    // A token from before a compaction is gone.
+    let first = server.get(&format!("{PODS}?limit=2")).await;
+    let token = first.body["metadata"]["continue"].as_str().unwrap().to_string();
+    server.post(PODS, pod("late")).await;
+    let current = server.store.as_ref();
+    let revision = store::Store::current_revision(current).await.unwrap();
+    store::Store::compact(current, revision).await.unwrap();
+    let expired = server.get(&format!("{PODS}?limit=2&continue={}", urlencode(&token))).await;
+    assert_eq!(expired.code, 410);
+    assert_eq!(expired.body["reason"], "Expired");
+    let garbage = server.get(&format!("{PODS}?continue=garbage")).await;
+    assert_eq!(garbage.code, 400);
+
+    // All namespaces.
+    let all = server.get("/api/v1/pods").await;
+    assert_eq!(all.body["items"].as_array().unwrap().len(), 8);
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn delete_with_finalizers_grace_and_preconditions() {
+    let server = start().await;
+    // Plain delete returns the object and removes it.
+    server.post(PODS, pod("plain")).await;
+    let deleted = server.delete(&format!("{PODS}/plain"), Some(json!({"propagationPolicy": "Background"}))).await;
+    assert_eq!(deleted.code, 200);
+    assert_eq!(deleted.body["metadata"]["name"], "plain");
+    assert_eq!(server.get(&format!("{PODS}/plain")).await.code, 404);
+    assert_eq!(server.delete(&format!("{PODS}/plain"), None).await.code, 404);
+
+    // Finalizers hold an object until they are removed.
+    let mut held = pod("held");
+    held["metadata"]["finalizers"] = json!(["example.com/hold"]);
+    server.post(PODS, held).await;
+    let marked = server.delete(&format!("{PODS}/held"), None).await;
+    assert_eq!(marked.code, 200);
+    assert!(marked.body["metadata"]["deletionTimestamp"].is_string());
+    assert_eq!(server.get(&format!("{PODS}/held")).await.code, 200);
+    let released = server.patch(&format!("{PODS}/held"), "application/merge-patch+json", json!({"metadata": {"finalizers": null}})).await;
+    assert_eq!(released.code, 200, "{}", released.body);
+    assert_eq!(server.get(&format!("{PODS}/held")).await.code, 404);
+
+    // A bound pod is marked with its grace period; a forced delete removes it.
+    server.post(PODS, pod("bound")).await;
+    let bind = server.post(&format!("{PODS}/bound/binding"), json!({"kind": "Binding", "apiVersion": "v1", "metadata": {"name": "bound"}, "target": {"kind": "Node", "name": "n1"}})).await;
+    assert_eq!(bind.code, 201, "{}", bind.body);
+    let marked = server.delete(&format!("{PODS}/bound"), None).await;
+    assert_eq!(marked.body["metadata"]["deletionGracePeriodSeconds"], 30);
+    assert_eq!(server.get(&format!("{PODS}/bound")).await.code, 200);
+    let forced = server.delete(&format!("{PODS}/bound?gracePeriodSeconds=0"), None).await;
+    assert_eq!(forced.code, 200);
+    assert_eq!(server.get(&format!("{PODS}/bound")).await.code, 404);
+
+    // Preconditions.
+    server.post(PODS, pod("pre")).await;
+    let wrong = server.delete(&format!("{PODS}/pre"), Some(json!({"preconditions": {"uid": "nope"}}))).await;
+    assert_eq!(wrong.code, 409);
+    assert!(wrong.body["message"].as_str().unwrap().contains("Precondition failed: UID in precondition: nope"));
+
+    // Foreground adds its finalizer.
+    server.post(DEPLOYMENTS, deployment("fg", 1)).await;
+    let foreground = server.delete(&format!("{DEPLOYMENTS}/fg"), Some(json!({"propagationPolicy": "Foreground"}))).await;
+    assert_eq!(foreground.body["metadata"]["finalizers"], json!(["foregroundDeletion"]));
+
+    // Collections.
+    server.post(PODS, pod("c1")).await;
+    server.post(PODS, pod("c2")).await;
+    let collection = server.delete(&format!("{PODS}?labelSelector=app%3Dweb"), None).await;
+    assert_eq!(collection.code, 200);
+    assert!(collection.body["items"].as_array().unwrap().len() >= 2);
+    assert_eq!(server.get(&format!("{PODS}/c1")).await.code, 404);
+}
+
+#[tokio::test]
+async fn binding_once_and_scale() {
+    let server = start().await;
+    server.post(PODS, pod("web")).await;
+    let binding = json!({"kind": "Binding", "apiVersion": "v1", "metadata": {"name": "web"}, "target": {"kind": "Node", "name": "n1"}});
+    assert_eq!(server.post(&format!("{PODS}/web/binding"), binding.clone()).await.code, 201);
+    let pod = server.get(&format!("{PODS}/web")).await.body;
+    assert_eq!(pod["spec"]["nodeName"], "n1");
+    let again = server.post(&format!("{PODS}/web/binding"), binding).await;
+    assert_eq!(again.code, 409);
+
+    server.post(DEPLOYMENTS, deployment("web", 1)).await;
+    let scale = server.get(&format!("{DEPLOYMENTS}/web/scale")).await;
+    assert_eq!(scale.body["kind"], "Scale");
+    assert_eq!(scale.body["apiVersion"], "autoscaling/v1");
+    assert_eq!(scale.body["spec"]["replicas"], 1);
+    assert_eq!(scale.body["status"]["selector"], "app=web");
+    let patched = server.patch(&format!("{DEPLOYMENTS}/web/scale"), "application/merge-patch+json", json!({"spec": {"replicas": 3}})).await;
+    assert_eq!(patched.code, 200, "{}", patched.body);
+    assert_eq!(patched.body["spec"]["replicas"], 3);
+    let mut put = patched.body.clone();
+    put["spec"]["replicas"] = json!(5);
+    let put = server.put(&format!("{DEPLOYMENTS}/web/scale"), put).await;
+    assert_eq!(put.code, 200, "{}", put.body);
+    let deployment = server.get(&format!("{DEPLOYMENTS}/web")).await.body;
+    assert_eq!(deployment["spec"]["replicas"], 5);
+    assert_eq!(deployment["metadata"]["generation"], 3);
+}
+
+#[tokio::test]
+async fn namespaces_terminate_with_their_contents() {
+    let server = start().await;
+    let created = server.post("/api/v1/namespaces", json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}})).await;
+    assert_eq!(created.code, 201, "{}", created.body);
+    assert_eq!(server.post("/api/v1/namespaces/team/pods", pod("x")).await.code, 201);
+    let deleting = server.delete("/api/v1/namespaces/team", None).await;
+    assert_eq!(deleting.code, 200);
+    assert_eq!(deleting.body["status"]["phase"], "Terminating");
+    for _ in 0..100 {
+        if server.get("/api/v1/namespaces/team").await.code == 404 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(server.get("/api/v1/namespaces/team").await.code, 404);
+    assert_eq!(server.get("/api/v1/namespaces/team/pods/x").await.code, 404);
+}
+
+#[tokio::test]
+async fn errors_for_bad_requests() {
+    let server = start().await;
+    assert_eq!(server.get("/api/v1/bogus").await.code, 404);
+    assert_eq!(server.get("/apis/nope/v1").await.code, 404);
+    let not_allowed = server.call("PUT", PODS, "application/json", Some(json!({}))).await;
+    assert_eq!(not_allowed.code, 405);
+    assert_eq!(not_allowed.body["reason"], "MethodNotAllowed");
+
+    let huge = "x".repeat(3 * 1024 * 1024 + 10);
+    let mut big = pod("big");
+    big["metadata"]["annotations"] = json!({"a": huge});
+    let too_large = server.post(PODS, big).await;
+    assert_eq!(too_large.code, 413);
+    assert_eq!(too_large.body["reason"], "RequestEntityTooLarge");
+
+    let bad_query = server.get(&format!("{PODS}?limit=abc")).await;
+    assert_eq!(bad_query.code, 400);
+}
+
+#[tokio::test]
+async fn discovery_version_and_health() {
+    let server = start().await;
+    let version = server.get("/version").await.body;
+    assert_eq!(version["major"], "1");
+    assert_eq!(version["minor"], "32");
+    assert_eq!(version["gitVersion"], "v1.32.0-r8s");
+    for path in ["/healthz", "/livez", "/readyz"] {
+        assert_eq!(server.get(path).await.body, Value::String("ok".into()));
+    }
+    let api = server.get("/api").await.body;
+    assert_eq!(api["versions"], json!(["v1"]));
+    let apis = server.get("/apis").await.body;
+    assert!(apis["groups"].as_array().unwrap().iter().any(|g| g["name"] == "apps"));
+    let apps = server.get("/apis/apps/v1").await.body;
+    let resources = apps["resources"].as_array().unwrap();
+    let deployments = resources.iter().find(|r| r["name"] == "deployments").unwrap();
+    assert_eq!(deployments["shortNames"], json!(["deploy"]));
+    assert_eq!(deployments["categories"], json!(["all"]));
+    let scale = resources.iter().find(|r| r["name"] == "deployments/scale").unwrap();
+    assert_eq!(scale["group"], "autoscaling");
+    assert_eq!(scale["kind"], "Scale");
+
+    let aggregated = server
+        .client
+        .get(format!("{}/apis", server.base))
+        .header("accept", "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        aggregated.headers()["content-type"],
+        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+    );
+    let body: Value = aggregated.json().await.unwrap();
+    let apps = body["items"].as_array().unwrap().iter().find(|g| g["metadata"]["name"] == "apps").unwrap();
+    let deployments = apps["versions"][0]["resources"].as_array().unwrap().iter().find(|r| r["resource"] == "deployments").unwrap();
+    let scale = deployments["subresources"].as_array().unwrap().iter().find(|s| s["subresource"] == "scale").unwrap();
+    assert_eq!(scale["responseKind"], json!({"group": "autoscaling", "version": "v1", "kind": "Scale"}));
+
+    let index = server.get("/openapi/v3").await.body;
+    assert_eq!(index["paths"]["api/v1"]["serverRelativeURL"], "/openapi/v3/api/v1");
+    let document = server.get("/openapi/v3/apis/apps/v1").await.body;
+    let operation = &document["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
+    assert_eq!(operation["x-kubernetes-group-version-kind"]["kind"], "Deployment");
+    assert!(operation["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "fieldValidation"));
+
+    server.get("/api/v1/namespaces/default/pods").await;
+    let metrics = server.get("/metrics").await.body;
+    let text = metrics.as_str().unwrap();
+    assert!(text.contains("apiserver_request_total{verb=\"list\",resource=\"pods\",code=\"200\"} 1"), "{text}");
+    assert!(text.contains("apiserver_store_request_duration_seconds_count{operation=\"range\"}"));
+    assert!(text.contains("apiserver_registered_watchers 0"));
+}
+
+#[tokio::test]
+async fn tables_for_kubectl_get() {
+    let server = start().await;
+    server.post(PODS, pod("web")).await;
+    let table = server
+        .client
+        .get(format!("{}{PODS}?limit=500", server.base))
+        .header("accept", "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json")
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(table["kind"], "Table");
+    let columns: Vec<&str> = table["columnDefinitions"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(columns[..5], ["Name", "Ready", "Status", "Restarts", "Age"]);
+    assert_eq!(table["rows"][0]["cells"][0], "web");
+    assert_eq!(table["rows"][0]["cells"][1], "0/1");
+    assert_eq!(table["rows"][0]["cells"][2], "Pending");
+    assert_eq!(table["rows"][0]["object"]["kind"], "PartialObjectMetadata");
+    assert_eq!(table["rows"][0]["object"]["metadata"]["namespace"], "default");
+    assert!(table["metadata"]["resourceVersion"].is_string());
+}
