@@ -371,28 +371,29 @@ impl Mvcc {
             revision,
             kv: kv.clone(),
         });
-        if self
-            .watchers
-            .iter()
-            .any(|watcher| watcher.wants(key, revision))
-        {
-            self.notify(event(key, revision, kv, prev));
-        }
+        self.notify(key, revision, kv, prev);
         revision
     }
 
-    /// Hands `event` to the watchers that want it and forgets the ones that are
-    /// gone or too slow.
-    fn notify(&mut self, event: WatchEvent) {
-        let key = event.kv.key.as_str();
-        self.watchers.retain(|watcher| {
-            if !watcher.is_open() {
-                false
-            } else if watcher.wants(key, event.revision()) {
-                watcher.send(event.clone())
-            } else {
-                true
-            }
+    /// Hands the event of a write to the watchers that want it, and forgets the
+    /// watchers that are gone or too slow. Every write looks at every watcher,
+    /// so dropped ones are freed even if nothing they watched changes again.
+    fn notify(
+        &mut self,
+        key: &str,
+        revision: Revision,
+        kv: Option<KeyValue>,
+        prev: Option<KeyValue>,
+    ) {
+        let wanted = self
+            .watchers
+            .iter()
+            .any(|watcher| watcher.wants(key, revision));
+        let event = wanted.then(|| event(key, revision, kv, prev));
+        self.watchers.retain(|watcher| match &event {
+            _ if !watcher.is_open() => false,
+            Some(event) if watcher.wants(key, revision) => watcher.send(event.clone()),
+            _ => true,
         });
     }
 
@@ -635,6 +636,15 @@ mod tests {
         mvcc.apply(put("/seen", "1"));
         let event = events.next().await.expect("an event").expect("no error");
         assert_eq!(event.kv.key, "/seen");
+    }
+
+    #[test]
+    fn a_dropped_watch_is_freed_by_the_next_write_anywhere() {
+        let mut mvcc = Mvcc::new();
+        drop(mvcc.watch("/watched/", 0).expect("watch"));
+        assert_eq!(mvcc.watcher_count(), 0);
+        mvcc.apply(put("/elsewhere", "1"));
+        assert!(mvcc.watchers.is_empty());
     }
 
     #[tokio::test]

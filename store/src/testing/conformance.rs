@@ -626,6 +626,15 @@ pub async fn large_values_round_trip(store: &dyn Store) {
         expected
     );
     assert_eq!(current(store).await, second.mod_revision);
+
+    // The limit itself is allowed.
+    let largest = Bytes::from(vec![7u8; MAX_VALUE_SIZE]);
+    store
+        .create("/large/largest", largest.clone())
+        .await
+        .expect("create a value of the largest allowed size");
+    let read = store.get("/large/largest", None).await.expect("get");
+    assert_eq!(read.map(|kv| kv.value), Some(largest));
 }
 
 pub async fn concurrent_writers_get_distinct_revisions(store: &dyn Store) {
