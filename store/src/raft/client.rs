@@ -8,6 +8,7 @@ use bytes::Bytes;
 
 use super::connection::{CallError, Connection};
 use super::rpc::{RemoteError, Request, Response};
+use super::NodeId;
 use crate::mvcc::Command;
 use crate::{KeyValue, RangeRequest, RangeResponse, Result, Revision, StoreError};
 
@@ -54,6 +55,14 @@ impl RaftClient {
     pub async fn current_revision(&self) -> Result<Revision> {
         match self.call(Request::CurrentRevision).await? {
             Response::Revision(revision) => Ok(revision),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The id of the server the contacted one believes leads, if any.
+    pub async fn leader(&self) -> Result<Option<NodeId>> {
+        match self.call(Request::Leader).await? {
+            Response::Leader(leader) => Ok(leader),
             other => Err(unexpected(other)),
         }
     }

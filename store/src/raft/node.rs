@@ -86,6 +86,7 @@ impl Node {
                 self.linearize().await?;
                 Response::Revision(self.sm.read().mvcc.current_revision())
             }
+            Request::Leader => Response::Leader(self.raft.current_leader().await),
         })
     }
 

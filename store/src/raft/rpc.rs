@@ -48,6 +48,8 @@ pub enum Request {
     Get { key: String, revision: Option<Revision> },
     Range(RangeRequest),
     CurrentRevision,
+    /// Which server this one believes leads.
+    Leader,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -61,6 +63,7 @@ pub enum Response {
     Value(Option<KeyValue>),
     Range(RangeResponse),
     Revision(Revision),
+    Leader(Option<NodeId>),
 }
 
 #[derive(Debug, thiserror::Error, Serialize, Deserialize)]
@@ -85,6 +88,7 @@ impl Response {
             Response::Value(_) => "Value",
             Response::Range(_) => "Range",
             Response::Revision(_) => "Revision",
+            Response::Leader(_) => "Leader",
         }
     }
 }
