@@ -1,20 +1,77 @@
 //! `r8s image ...`: the runtime's image store.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use runtime::image::{defaults, ImageStore};
 
 pub const DEFAULT_IMAGE_ROOT: &str = "/var/lib/r8s/images";
 
 #[derive(clap::Args)]
-pub struct ImageArgs {}
-
-pub fn run(_args: ImageArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not built yet")
+pub struct ImageArgs {
+    /// The image store.
+    #[arg(long, env = "R8S_IMAGE_ROOT", default_value = DEFAULT_IMAGE_ROOT, global = true)]
+    image_root: PathBuf,
+    #[command(subcommand)]
+    command: ImageCommand,
 }
 
+#[derive(clap::Subcommand)]
+enum ImageCommand {
+    /// Make a one-layer image from a directory (as `docker import`).
+    ImportRootfs { dir: PathBuf, name: String },
+    /// Import an OCI image layout or a `docker save` archive (directory or tar).
+    Import {
+        path: PathBuf,
+        /// Name for the image (required when the archive names none).
+        name: Option<String>,
+    },
+    /// List images.
+    Ls,
+    /// Remove an image's name.
+    Rm { name: String },
+    /// Remove blobs and layers no image uses.
+    Prune,
+}
+
+pub fn run(args: ImageArgs) -> anyhow::Result<()> {
+    let store = ImageStore::open(&args.image_root)?;
+    match args.command {
+        ImageCommand::ImportRootfs { dir, name } => {
+            let image = store.import_rootfs(&dir, &name)?;
+            println!("{} {}", image.name, image.id);
+        }
+        ImageCommand::Import { path, name } => {
+            for image in store.import_archive(&path, name.as_deref())? {
+                println!("{} {}", image.name, image.id);
+            }
+        }
+        ImageCommand::Ls => {
+            println!("{:<40} {:<20} {:>12}", "NAME", "ID", "SIZE");
+            for image in store.list()? {
+                println!("{:<40} {:<20} {:>12}", image.name, &image.id.hex()[..12], image.size);
+            }
+        }
+        ImageCommand::Rm { name } => store.remove(&name)?,
+        ImageCommand::Prune => {
+            let pruned = store.prune()?;
+            println!("removed {} blobs and {} layers", pruned.blobs, pruned.layers);
+        }
+    }
+    Ok(())
+}
+
+/// The root filesystem and spec of a container of `image` running `command`
+/// (the image's entrypoint and cmd when empty).
 pub fn container_from_image(
-    _root: &Path,
-    _image: &str,
-    _command: &[String],
+    root: &Path,
+    image: &str,
+    command: &[String],
 ) -> anyhow::Result<(runtime::Rootfs, runtime::config::Spec)> {
-    anyhow::bail!("not built yet")
+    let store = ImageStore::open(root)?;
+    let image = store.get(image)?;
+    let layers = store.layer_dirs(&image).context("unpacking the image's layers")?;
+    let mut spec = runtime::default_spec(Vec::new());
+    defaults::apply_image(&mut spec, &image, &layers, command, &[])?;
+    Ok((defaults::rootfs(layers), spec))
 }

@@ -14,6 +14,7 @@ pub mod channel;
 pub mod config;
 pub mod exec;
 pub mod executor;
+pub mod image;
 pub mod logs;
 pub mod network;
 pub mod runtime;

@@ -98,10 +98,12 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> std::io::Result<Option<T>>
 }
 
 /// Writes a JSON file atomically (a reader sees the old file or the new one).
+/// Concurrent writers each use their own temporary file.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec(value).map_err(std::io::Error::other)?)?;
-    std::fs::rename(&tmp, path)
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, &serde_json::to_vec(value).map_err(std::io::Error::other)?)?;
+    tmp.persist(path).map(drop).map_err(|e| e.error)
 }
 
 pub fn now_rfc3339() -> String {
