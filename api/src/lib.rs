@@ -1,1 +1,26 @@
-//! Kubernetes object model for r8s. (Filled in by the api work.)
+//! The Kubernetes object model of r8s: the types (from k8s-openapi, Kubernetes
+//! 1.33), the table of served resources, their OpenAPI schemas, decoding,
+//! defaulting and validation as Kubernetes does them. No I/O.
+//!
+//! - [`types`]: re-exported Kubernetes types (`Pod`, `Deployment`, `ObjectMeta`, ...).
+//! - [`registry`]: every served resource: group, version, kind, plural, scope, short names, verbs, subresources.
+//! - [`schema`]: OpenAPI v3 component schemas per kind.
+//! - [`decode`]: JSON / multi-document YAML parsing with positions, unknown-field detection, typed decoding.
+//! - [`Object`]: any served kind, with `apply_defaults`, `validate`, `validate_update`.
+//! - [`defaults`], [`validation`]: the per-kind functions behind `Object`.
+//! - [`quantity`], [`selector`], [`owner`]: resource quantities, label/field selectors, owner references.
+
+pub mod decode;
+pub mod defaults;
+mod object;
+pub mod owner;
+pub mod quantity;
+pub mod registry;
+pub mod schema;
+pub mod selector;
+pub mod types;
+pub mod validation;
+
+pub use k8s_openapi;
+pub use object::Object;
+pub use quantity::Quantity;
