@@ -3,6 +3,7 @@
 //! through the Kubernetes API on the shared reconcile loop of the `client` crate.
 
 pub mod context;
+pub mod deployment;
 pub mod manager;
 pub mod pods;
 pub mod replicaset;

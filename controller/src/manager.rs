@@ -3,6 +3,7 @@
 use kube::Client;
 
 use crate::context::Context;
+use crate::deployment::DeploymentController;
 use crate::replicaset::ReplicaSetController;
 
 /// Settings of the controller manager.
@@ -22,9 +23,10 @@ impl Default for Settings {
 pub async fn run(client: Client, settings: Settings) {
     let ctx = Context::new(client.clone(), "controller-manager");
     let replicasets = ReplicaSetController::new(ctx.clone());
+    let deployments = DeploymentController::new(ctx.clone());
     let watches = ctx.informers.start(&client);
     ctx.informers.wait_synced().await;
     tracing::info!("controllers started");
-    replicasets.run(settings.workers).await;
+    tokio::join!(replicasets.run(settings.workers), deployments.run(settings.workers));
     watches.iter().for_each(|w| w.abort());
 }
