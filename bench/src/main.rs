@@ -2,6 +2,7 @@
 //! same run, and prints one table (Markdown, ready for BENCHMARKS.md).
 
 mod runtime;
+mod stats;
 mod store;
 
 use clap::{Parser, Subcommand};
