@@ -2,8 +2,8 @@
 //! Kubernetes clients: they list and watch through the HTTP API into a local cache
 //! ([`informer`]), turn changes into keys on a work queue ([`queue`]) and reconcile
 //! one key at a time. Around that: client construction ([`connect`]), Kubernetes
-//! events ([`events`]), leader election through a Lease ([`leader`]), label
-//! selectors ([`selector`]) and create/delete expectations ([`expectations`]).
+//! events ([`events`]), leader election through a Lease ([`leader`]) and
+//! create/delete expectations ([`expectations`]).
 
 pub mod connect;
 pub mod events;
@@ -11,7 +11,6 @@ pub mod expectations;
 pub mod informer;
 pub mod leader;
 pub mod queue;
-pub mod selector;
 pub mod time;
 
 pub use k8s_openapi;
@@ -26,8 +25,6 @@ pub enum Error {
     Kubeconfig(String),
     #[error(transparent)]
     Kube(#[from] kube::Error),
-    #[error("invalid label selector: {0}")]
-    Selector(#[from] selector::SelectorError),
     #[error("lost the lease {0}")]
     LostLease(String),
 }

@@ -15,7 +15,7 @@ use serde_json::json;
 use client::events::{reference_to, EventType};
 use client::informer::Change;
 use client::queue::{run_workers, Requeue, WorkQueue};
-use client::selector::Selector;
+use api::selector::Selector;
 use client::{is_conflict, is_not_found, object_key, split_key};
 
 use crate::pods;

@@ -15,7 +15,7 @@ use k8s_openapi::jiff::Timestamp;
 use super::hash::pod_template_hash;
 use super::util::*;
 use crate::pods::{self, controller_reference};
-use client::selector::Selector;
+use api::selector::Selector;
 
 /// What one reconcile of a Deployment changes.
 #[derive(Debug, Default)]
@@ -40,7 +40,7 @@ pub enum PlanError {
     #[error("Deployment has no spec")]
     NoSpec,
     #[error(transparent)]
-    Selector(#[from] client::selector::SelectorError),
+    Selector(#[from] api::selector::SelectorError),
     #[error("{0}")]
     Invalid(String),
 }

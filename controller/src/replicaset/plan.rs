@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::pods;
-use client::selector::Selector;
+use api::selector::Selector;
 
 /// Pods created per reconcile at most; the rest come on the next pass, as in
 /// Kubernetes' `burstReplicas`.
@@ -35,7 +35,7 @@ pub enum PlanError {
     #[error("ReplicaSet has no selector")]
     NoSelector,
     #[error(transparent)]
-    Selector(#[from] client::selector::SelectorError),
+    Selector(#[from] api::selector::SelectorError),
 }
 
 /// Plans one reconcile. `may_scale` is false while earlier creations or deletions
