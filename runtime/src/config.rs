@@ -5,11 +5,11 @@
 use std::path::PathBuf;
 
 use oci_spec::runtime::{
-    Capabilities, Capability, LinuxBuilder, LinuxCapabilities, LinuxCpu, LinuxMemory, LinuxNamespace,
-    LinuxNamespaceType, LinuxPids, LinuxResources, Mount, Process,
+    Capabilities, LinuxBuilder, LinuxCapabilities, LinuxCpu, LinuxMemory, LinuxNamespace,
+    LinuxNamespaceType, LinuxPids, LinuxResources, Process,
 };
 
-pub use oci_spec::runtime::Spec;
+pub use oci_spec::runtime::{Capability, Mount, Spec};
 use serde::{Deserialize, Serialize};
 
 /// Everything needed to create one container.

@@ -1,0 +1,385 @@
+//! Real containers, run as root: each test gets its own state root, image
+//! store and cgroup root (`r8s-test-<pid>-<n>`), removed afterwards even when
+//! the test fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use runtime::config::{adjust_capabilities, resources};
+use runtime::image::{defaults, ImageStore};
+use runtime::{ContainerSpec, ExitStatus, Output, Runtime, RuntimeConfig, RuntimeError, SeccompPolicy, Signal, Status};
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// A probe built as a static binary: prints `<call> <ret> <errno>` for
+/// system calls that busybox has no applet for.
+const PROBE_C: &str = r#"
+#define _GNU_SOURCE
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+static void report(const char *name, long r) { printf("%s %ld %d\n", name, r, r < 0 ? errno : 0); }
+int main(void) {
+    report("keyctl", syscall(SYS_keyctl, 0, 0, 0, 0, 0));
+    report("add_key", syscall(SYS_add_key, "user", "k", "v", 1, -1));
+    report("mount", mount("none", "/tmp", "tmpfs", 0, NULL));
+    report("umount2", umount2("/proc", MNT_DETACH));
+    report("unshare_user", unshare(CLONE_NEWUSER));
+    report("clone_newns", syscall(SYS_clone, CLONE_NEWNS | SIGCHLD, 0, 0, 0, 0));
+    report("getpid", getpid());
+    return 0;
+}
+"#;
+
+struct TestEnv {
+    dir: tempfile::TempDir,
+    runtime: Runtime,
+    store: ImageStore,
+    layers: Vec<PathBuf>,
+}
+
+impl TestEnv {
+    fn new() -> Self {
+        let dir = tempfile::Builder::new().prefix("r8s-test-").tempdir().unwrap();
+        let rootfs = dir.path().join("busybox");
+        build_busybox_rootfs(&rootfs);
+        let store = ImageStore::open(&dir.path().join("images")).unwrap();
+        let image = store.import_rootfs(&rootfs, "busybox").unwrap();
+        let layers = store.layer_dirs(&image).unwrap();
+        let mut config = RuntimeConfig::new(PathBuf::from(env!("CARGO_BIN_EXE_r8s")));
+        config.state_root = dir.path().join("state");
+        config.cgroup_root = format!("r8s-test-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
+        let runtime = Runtime::new(config).unwrap();
+        TestEnv { dir, runtime, store, layers }
+    }
+
+    fn spec(&self, id: &str, args: &[&str]) -> ContainerSpec {
+        let mut oci = runtime::default_spec(args.iter().map(|s| s.to_string()).collect());
+        oci.set_hostname(Some(format!("host-{id}")));
+        ContainerSpec {
+            id: id.to_string(),
+            rootfs: defaults::rootfs(self.layers.clone()),
+            oci,
+            seccomp: SeccompPolicy::RuntimeDefault,
+            output: Output::Log(self.log_path(id)),
+        }
+    }
+
+    fn log_path(&self, id: &str) -> PathBuf {
+        self.dir.path().join(format!("{id}.log"))
+    }
+
+    /// Creates, starts and waits for the container; returns its exit and output.
+    fn run(&self, spec: ContainerSpec) -> (ExitStatus, String) {
+        let id = spec.id.clone();
+        self.runtime.create(spec).unwrap();
+        self.runtime.start(&id).unwrap();
+        let exit = self.runtime.wait(&id).unwrap();
+        self.runtime.delete(&id, false).unwrap();
+        (exit, self.output(&id))
+    }
+
+    fn output(&self, id: &str) -> String {
+        let log = std::fs::read(self.log_path(id)).unwrap_or_default();
+        let mut out = Vec::new();
+        runtime::logs::print_log(&log[..], &mut out, &mut Vec::new()).unwrap();
+        let mut err = Vec::new();
+        runtime::logs::print_log(&log[..], &mut Vec::new(), &mut err).unwrap();
+        String::from_utf8_lossy(&[out, err].concat()).into_owned()
+    }
+
+    fn cgroup_dirs(&self, id: &str) -> Vec<PathBuf> {
+        self.runtime.cgroups().directories(Path::new(id))
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        if let Ok(containers) = self.runtime.list() {
+            for c in containers {
+                let _ = self.runtime.delete(&c.id, true);
+            }
+        }
+        let _ = self.runtime.cgroups().remove_root();
+    }
+}
+
+fn build_busybox_rootfs(root: &Path) {
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    for dir in ["etc", "tmp", "proc", "sys", "dev", "root"] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+    for applet in String::from_utf8_lossy(&list.stdout).lines().filter(|a| *a != "busybox") {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n").unwrap();
+    let source = root.join("probe.c");
+    std::fs::write(&source, PROBE_C).unwrap();
+    let built = Command::new("cc").args(["-static", "-O1", "-o"]).arg(root.join("bin/probe")).arg(&source).status().unwrap();
+    assert!(built.success(), "building the static probe with cc");
+    std::fs::remove_file(source).unwrap();
+}
+
+fn sh(script: &str) -> Vec<&str> {
+    vec!["/bin/sh", "-c", script]
+}
+
+#[test]
+fn pid_one_hostname_and_host_isolation() {
+    let env = TestEnv::new();
+    let script = "echo pid=$$; hostname; cat /proc/1/cmdline | tr '\\0' ' '; echo; \
+                  ls /proc | grep -c '^[0-9]'; test -e /work && echo HOST-FILES-VISIBLE; echo done";
+    let (exit, out) = env.run(env.spec("iso", &sh(script)));
+    assert_eq!(exit.code, 0, "{out}");
+    assert!(out.contains("pid=1\n"), "{out}");
+    assert!(out.contains("host-iso\n"), "{out}");
+    assert!(out.contains("/bin/sh -c"), "{out}");
+    // Only the shell and the pipeline's processes are visible.
+    let processes: u32 = out.lines().nth(3).unwrap().trim().parse().unwrap();
+    assert!(processes <= 4, "{out}");
+    assert!(!out.lines().any(|l| l == "HOST-FILES-VISIBLE"), "{out}");
+}
+
+#[test]
+fn root_is_an_overlay_and_the_image_stays_unchanged() {
+    let env = TestEnv::new();
+    let (exit, out) = env.run(env.spec("w1", &sh("head -1 /proc/mounts; echo data > /etc/written; rm /bin/ls; echo ok")));
+    assert_eq!(exit.code, 0, "{out}");
+    assert!(out.starts_with("overlay / overlay"), "{out}");
+    for layer in &env.layers {
+        assert!(!layer.join("etc/written").exists());
+        assert!(layer.join("bin/ls").symlink_metadata().is_ok());
+    }
+    let (_, out) = env.run(env.spec("w2", &sh("cat /etc/written 2>&1; ls -l /bin/ls >/dev/null && echo ls-present")));
+    assert!(out.contains("No such file") && out.contains("ls-present"), "{out}");
+}
+
+#[test]
+fn memory_hog_is_oom_killed_and_reported() {
+    let env = TestEnv::new();
+    let mut spec = env.spec("hog", &["/bin/dd", "if=/dev/zero", "of=/dev/null", "bs=256M", "count=1"]);
+    spec.oci.linux_mut().as_mut().unwrap().set_resources(Some(resources(Some(32 << 20), None, None)));
+    let (exit, out) = env.run(spec);
+    assert!(exit.oom_killed, "{exit:?} {out}");
+    assert_eq!(exit.signal, Some(9));
+    assert_eq!(exit.code, 137);
+}
+
+#[test]
+fn fork_bomb_hits_the_pids_limit() {
+    let env = TestEnv::new();
+    let script = "i=0; while [ $i -lt 60 ]; do sleep 30 & i=$((i+1)); done; echo spawned";
+    let mut spec = env.spec("bomb", &sh(script));
+    spec.oci.linux_mut().as_mut().unwrap().set_resources(Some(resources(None, None, Some(20))));
+    env.runtime.create(spec).unwrap();
+    env.runtime.start("bomb").unwrap();
+    let exit = env.runtime.wait("bomb").unwrap();
+    let out = env.output("bomb");
+    assert!(out.contains("can't fork"), "{out}");
+    assert_ne!(exit.code, 0, "the shell gives up when fork fails: {out}");
+    // The host keeps working meanwhile.
+    assert!(Command::new("/bin/true").status().unwrap().success());
+    env.runtime.delete("bomb", false).unwrap();
+}
+
+#[test]
+fn seccomp_refuses_mount_keyctl_and_new_namespaces() {
+    let env = TestEnv::new();
+    let (exit, out) = env.run(env.spec("sec", &["/bin/probe"]));
+    assert_eq!(exit.code, 0, "{out}");
+    let eperm = libc::EPERM.to_string();
+    for call in ["keyctl", "add_key", "mount", "umount2", "unshare_user", "clone_newns"] {
+        let line = out.lines().find(|l| l.starts_with(&format!("{call} "))).unwrap_or_else(|| panic!("{call}: {out}"));
+        let fields: Vec<&str> = line.split(' ').collect();
+        assert_eq!((fields[1], fields[2]), ("-1", eperm.as_str()), "{line}");
+    }
+    assert!(out.contains("getpid 1 0"), "{out}");
+}
+
+#[test]
+fn masked_and_read_only_paths() {
+    let env = TestEnv::new();
+    let script = "wc -c < /proc/keys; wc -c < /proc/timer_list; ls /sys/firmware | wc -l; \
+                  cat /proc/kcore 2>/dev/null | wc -c; \
+                  echo x > /proc/sys/kernel/hostname 2>/dev/null || echo proc-sys-ro; \
+                  touch /sys/x 2>/dev/null || echo sys-ro";
+    let (_, out) = env.run(env.spec("mask", &sh(script)));
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    assert_eq!(&lines[..4], ["0", "0", "0", "0"], "{out}");
+    assert!(out.contains("proc-sys-ro") && out.contains("sys-ro"), "{out}");
+}
+
+fn capability_line(out: &str, name: &str) -> u64 {
+    let line = out.lines().find(|l| l.starts_with(name)).unwrap();
+    u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+}
+
+#[test]
+fn dropped_capabilities_are_absent() {
+    use runtime::config::Capability;
+    let env = TestEnv::new();
+    let (_, out) = env.run(env.spec("caps", &["/bin/grep", "^Cap", "/proc/self/status"]));
+    const CAP_SYS_ADMIN: u64 = 1 << 21;
+    const CAP_NET_RAW: u64 = 1 << 13;
+    const CAP_CHOWN: u64 = 1;
+    let bounding = capability_line(&out, "CapBnd:");
+    assert_eq!(bounding, 0xa80425fb, "Docker's default set: {out}");
+    assert_eq!(bounding & CAP_SYS_ADMIN, 0);
+
+    let mut spec = env.spec("caps2", &["/bin/grep", "^Cap", "/proc/self/status"]);
+    adjust_capabilities(&mut spec.oci, &[], &[Capability::NetRaw, Capability::Chown]);
+    let (_, out) = env.run(spec);
+    for set in ["CapBnd:", "CapEff:", "CapPrm:"] {
+        assert_eq!(capability_line(&out, set) & (CAP_NET_RAW | CAP_CHOWN), 0, "{set} {out}");
+    }
+}
+
+#[test]
+fn volumes_are_bound_read_only_when_asked() {
+    let env = TestEnv::new();
+    let volume = env.dir.path().join("volume");
+    std::fs::create_dir(&volume).unwrap();
+    std::fs::write(volume.join("in"), "from-host").unwrap();
+    let mut spec = env.spec("vol", &sh("cat /ro/in; echo; echo x > /ro/new 2>/dev/null || echo ro-refused; echo y > /rw/new"));
+    let mount = |dest: &str, ro: bool| -> runtime::config::Mount {
+        let mut options = vec!["rbind".to_string()];
+        if ro {
+            options.push("ro".into());
+        }
+        serde_json::from_value(serde_json::json!({
+            "destination": dest, "type": "bind", "source": volume, "options": options
+        }))
+        .unwrap()
+    };
+    let mut mounts = spec.oci.mounts().clone().unwrap();
+    mounts.push(mount("/ro", true));
+    mounts.push(mount("/rw", false));
+    spec.oci.set_mounts(Some(mounts));
+    let (exit, out) = env.run(spec);
+    assert_eq!(exit.code, 0, "{out}");
+    assert!(out.contains("from-host") && out.contains("ro-refused"), "{out}");
+    assert_eq!(std::fs::read_to_string(volume.join("new")).unwrap(), "y\n");
+}
+
+#[test]
+fn exec_runs_inside_and_stop_kills_after_the_timeout() {
+    let env = TestEnv::new();
+    env.runtime.create(env.spec("svc", &["/bin/sleep", "1000"])).unwrap();
+    env.runtime.start("svc").unwrap();
+    assert_eq!(env.runtime.info("svc").unwrap().status, Status::Running);
+
+    let exec = runtime::ExecSpec { args: sh("echo pid=$$; hostname; cat /proc/1/cmdline; echo; grep CapBnd /proc/self/status").iter().map(|s| s.to_string()).collect(), ..Default::default() };
+    let out = env.runtime.exec_command("svc", &exec).unwrap().stderr(Stdio::inherit()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("host-svc") && text.contains("/bin/sleep"), "{text}");
+    assert!(!text.contains("pid=1\n"), "{text}");
+    assert!(text.contains("00000000a80425fb"), "exec has the container's capabilities: {text}");
+
+    let missing = runtime::ExecSpec { args: vec!["/no/such".into()], ..Default::default() };
+    let status = env.runtime.exec_command("svc", &missing).unwrap().stderr(Stdio::null()).status().unwrap();
+    assert_eq!(status.code(), Some(127));
+
+    // sleep as PID 1 has no SIGTERM handler, so the kernel ignores SIGTERM:
+    // stop must fall back to SIGKILL.
+    let exit = env.runtime.stop("svc", Signal::SIGTERM, Duration::from_millis(300)).unwrap();
+    assert_eq!(exit.signal, Some(9), "{exit:?}");
+    env.runtime.delete("svc", false).unwrap();
+}
+
+#[test]
+fn a_missing_program_fails_create_with_the_reason_and_leaves_nothing() {
+    let env = TestEnv::new();
+    let err = env.runtime.create(env.spec("nope", &["no-such-program"])).unwrap_err();
+    match &err {
+        RuntimeError::Create { reason, not_found: true, .. } => {
+            assert!(reason.contains("executable file not found in $PATH"), "{reason}")
+        }
+        other => panic!("{other}"),
+    }
+    assert!(!env.runtime.config().state_root.join("nope").exists());
+    assert!(env.cgroup_dirs("nope").iter().all(|d| !d.exists()));
+}
+
+#[test]
+fn nothing_is_left_after_removal() {
+    let env = TestEnv::new();
+    let (exit, _) = env.run(env.spec("gone", &["/bin/true"]));
+    assert_eq!(exit.code, 0);
+    assert!(!env.runtime.config().state_root.join("gone").exists());
+    let dirs = env.cgroup_dirs("gone");
+    assert!(!dirs.is_empty());
+    assert!(dirs.iter().all(|d| !d.exists()), "{dirs:?}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(env.dir.path().to_str().unwrap()), "{mounts}");
+    assert!(env.runtime.list().unwrap().is_empty());
+}
+
+#[test]
+fn the_container_survives_its_creator_and_is_found_again() {
+    let env = TestEnv::new();
+    let config = env.runtime.config();
+    // The foreground `run` is killed while its container runs.
+    let mut cli = Command::new(env!("CARGO_BIN_EXE_r8s"))
+        .args(["runtime", "run", "--name", "orphan"])
+        .arg("--state-root")
+        .arg(&config.state_root)
+        .arg("--cgroup-root")
+        .arg(&config.cgroup_root)
+        .arg("--image-root")
+        .arg(env.dir.path().join("images"))
+        .args(["busybox", "--", "/bin/sleep", "1000"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let running = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(25));
+        env.runtime.info("orphan").is_ok_and(|i| i.status == Status::Running)
+    });
+    assert!(running);
+    cli.kill().unwrap();
+    cli.wait().unwrap();
+    // A new runtime (as after a restart) sees it running still.
+    let again = Runtime::new(config.clone()).unwrap();
+    let info = again.info("orphan").unwrap();
+    assert_eq!(info.status, Status::Running);
+    assert!(nix_alive(info.pids.unwrap().init));
+    let exit = again.stop("orphan", Signal::SIGKILL, Duration::from_secs(5)).unwrap();
+    assert_eq!(exit.signal, Some(9));
+    again.delete("orphan", false).unwrap();
+}
+
+fn nix_alive(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[test]
+fn the_cli_runs_an_image_and_passes_the_exit_code() {
+    let env = TestEnv::new();
+    let config = env.runtime.config();
+    let out = Command::new(env!("CARGO_BIN_EXE_r8s"))
+        .args(["runtime", "run", "--memory", "64Mi", "--cpus", "0.5", "--pids", "100"])
+        .arg("--state-root")
+        .arg(&config.state_root)
+        .arg("--cgroup-root")
+        .arg(&config.cgroup_root)
+        .arg("--image-root")
+        .arg(env.dir.path().join("images"))
+        .args(["busybox", "--", "/bin/sh", "-c", "echo out; echo err >&2; exit 7"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("err\n"));
+    assert!(env.runtime.list().unwrap().is_empty());
+    drop(env.store.list().unwrap());
+}
