@@ -6,12 +6,10 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
-use crate::resources::ResourceType;
 use crate::server::SharedState;
 
 /// The exact Content-Type of aggregated discovery; kubectl reads any other as legacy.
 const AGGREGATED_CONTENT_TYPE: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
-const SUBRESOURCE_VERBS: &[&str] = &["get", "patch", "update"];
 
 fn wants_aggregated(headers: &HeaderMap) -> bool {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -65,22 +63,6 @@ fn named_groups(state: &SharedState) -> Vec<(String, Vec<String>)> {
     groups
 }
 
-/// Subresources with their response kind and verbs.
-fn subresources(resource: &ResourceType) -> Vec<(String, (String, String, String), Vec<&'static str>)> {
-    resource
-        .subresources
-        .iter()
-        .map(|sub| {
-            let own = (resource.group.clone(), resource.version.clone(), resource.kind.clone());
-            match sub.as_str() {
-                "scale" => (sub.clone(), ("autoscaling".into(), "v1".into(), "Scale".into()), SUBRESOURCE_VERBS.to_vec()),
-                "binding" => (sub.clone(), (String::new(), "v1".into(), "Binding".into()), vec!["create"]),
-                _ => (sub.clone(), own, SUBRESOURCE_VERBS.to_vec()),
-            }
-        })
-        .collect()
-}
-
 fn aggregated(state: &SharedState, core: bool) -> Response {
     let mut items = Vec::new();
     let mut group_names: Vec<String> = if core { vec![String::new()] } else { Vec::new() };
@@ -98,10 +80,15 @@ fn aggregated(state: &SharedState, core: bool) -> Response {
                     .registry
                     .in_group_version(&group, &version)
                     .map(|resource| {
-                        let subresources: Vec<Value> = subresources(resource)
-                            .into_iter()
-                            .map(|(name, (g, v, k), verbs)| {
-                                json!({"subresource": name, "responseKind": {"group": g, "version": v, "kind": k}, "verbs": verbs})
+                        let subresources: Vec<Value> = resource
+                            .subresources
+                            .iter()
+                            .map(|sub| {
+                                json!({
+                                    "subresource": sub.name,
+                                    "responseKind": {"group": sub.group, "version": sub.version, "kind": sub.kind},
+                                    "verbs": sub.verbs,
+                                })
                             })
                             .collect();
                         json!({
@@ -138,17 +125,17 @@ pub fn resource_list(state: &SharedState, group: &str, version: &str) -> Respons
             "shortNames": resource.short_names,
             "categories": resource.categories,
         }));
-        for (name, (g, v, k), verbs) in subresources(resource) {
+        for sub in &resource.subresources {
             let mut entry = json!({
-                "name": format!("{}/{name}", resource.plural),
+                "name": format!("{}/{}", resource.plural, sub.name),
                 "singularName": "",
                 "namespaced": resource.namespaced,
-                "kind": k,
-                "verbs": verbs,
+                "kind": sub.kind,
+                "verbs": sub.verbs,
             });
-            if g != resource.group || v != resource.version {
-                entry["group"] = json!(g);
-                entry["version"] = json!(v);
+            if sub.group != resource.group || sub.version != resource.version {
+                entry["group"] = json!(sub.group);
+                entry["version"] = json!(sub.version);
             }
             resources.push(entry);
         }

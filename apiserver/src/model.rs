@@ -1,110 +1,120 @@
-//! The object model the server relies on: which resource types exist, decoding,
-//! defaulting, validation, schemas and label selectors.
-//!
-//! BRIDGE: until the `api` crate lands this holds a minimal stand-in; every use
-//! of the object model goes through this one module so that swapping in the
-//! `api` crate touches nothing else.
+//! The object model from the `api` crate, as the server uses it: the served
+//! resource types, unknown fields, defaulting with validation, schemas and
+//! label selectors. The one place that knows the `api` crate's shapes.
 
+use std::collections::BTreeMap;
+
+use api::registry::RESOURCES;
+use api::Object;
 use serde_json::Value;
 
-use crate::resources::{Registry, ResourceType};
-use crate::status::Cause;
+use crate::resources::{Registry, ResourceType, Subresource};
+use crate::status::{ApiError, ApiResult, Cause};
 
-const STANDARD_VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
-
-#[allow(clippy::too_many_arguments)]
-fn resource(
-    group: &str,
-    kind: &str,
-    plural: &str,
-    namespaced: bool,
-    short_names: &[&str],
-    in_all: bool,
-    subresources: &[&str],
-) -> ResourceType {
-    ResourceType {
-        group: group.to_string(),
-        version: "v1".to_string(),
-        kind: kind.to_string(),
-        plural: plural.to_string(),
-        singular: kind.to_ascii_lowercase(),
-        namespaced,
-        short_names: short_names.iter().map(|s| s.to_string()).collect(),
-        categories: if in_all { vec!["all".to_string()] } else { Vec::new() },
-        verbs: STANDARD_VERBS.iter().map(|s| s.to_string()).collect(),
-        subresources: subresources.iter().map(|s| s.to_string()).collect(),
-    }
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
 }
 
-/// Every resource type r8s serves.
+/// Every resource type r8s serves, from the `api` crate's table.
 pub fn registry() -> Registry {
-    Registry::new(vec![
-        resource("", "Pod", "pods", true, &["po"], true, &["status", "binding"]),
-        resource("", "Service", "services", true, &["svc"], true, &["status"]),
-        resource("", "Namespace", "namespaces", false, &["ns"], false, &["status"]),
-        resource("", "Node", "nodes", false, &["no"], false, &["status"]),
-        resource("", "ConfigMap", "configmaps", true, &["cm"], false, &[]),
-        resource("", "Secret", "secrets", true, &[], false, &[]),
-        resource("", "Event", "events", true, &["ev"], false, &[]),
-        resource("", "ServiceAccount", "serviceaccounts", true, &["sa"], false, &[]),
-        resource("", "Endpoints", "endpoints", true, &["ep"], false, &[]),
-        resource("apps", "Deployment", "deployments", true, &["deploy"], true, &["status", "scale"]),
-        resource("apps", "ReplicaSet", "replicasets", true, &["rs"], true, &["status", "scale"]),
-        resource("coordination.k8s.io", "Lease", "leases", true, &[], false, &[]),
-    ])
-}
-
-/// Unknown fields of an object, as `.spec.foo` paths.
-pub fn unknown_fields(_resource: &ResourceType, _object: &Value) -> Vec<String> {
-    Vec::new()
-}
-
-/// Fills in the defaults Kubernetes gives omitted fields.
-pub fn apply_defaults(_resource: &ResourceType, _object: &mut Value) {}
-
-/// Validation errors, one cause per field path.
-pub fn validate(_resource: &ResourceType, object: &Value) -> Vec<Cause> {
-    let mut causes = Vec::new();
-    let name = crate::objects::name(object);
-    if name.is_empty() {
-        causes.push(Cause {
-            reason: "FieldValueRequired".into(),
-            message: "Required value: name or generateName is required".into(),
-            field: "metadata.name".into(),
-        });
-    }
-    causes
-}
-
-/// The OpenAPI v3 schema of a resource type's objects, if known.
-pub fn schema(_resource: &ResourceType) -> Option<Value> {
-    None
-}
-
-/// A parsed label selector.
-#[derive(Clone, Debug, Default)]
-pub struct LabelSelector {
-    requirements: Vec<(String, String)>,
-}
-
-impl LabelSelector {
-    pub fn parse(selector: &str) -> Result<Self, String> {
-        let mut requirements = Vec::new();
-        for term in selector.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-            let (key, value) = term.split_once('=').ok_or_else(|| format!("unsupported selector {term:?}"))?;
-            requirements.push((key.to_string(), value.trim_start_matches('=').to_string()));
-        }
-        Ok(Self { requirements })
-    }
-
-    pub fn matches(&self, labels: &serde_json::Map<String, Value>) -> bool {
-        self.requirements
+    Registry::new(
+        RESOURCES
             .iter()
-            .all(|(key, value)| labels.get(key).and_then(Value::as_str) == Some(value.as_str()))
+            .map(|info| ResourceType {
+                group: info.group.to_string(),
+                version: info.version.to_string(),
+                kind: info.kind.to_string(),
+                plural: info.plural.to_string(),
+                singular: info.singular.to_string(),
+                namespaced: info.namespaced,
+                short_names: strings(info.short_names),
+                categories: strings(info.categories),
+                verbs: strings(info.verbs),
+                subresources: info
+                    .subresources
+                    .iter()
+                    .map(|sub| Subresource {
+                        name: sub.name.to_string(),
+                        group: sub.group.to_string(),
+                        version: sub.version.to_string(),
+                        kind: sub.kind.to_string(),
+                        verbs: strings(sub.verbs),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    )
+}
+
+/// Fields of an object its kind's schema does not have, as `spec.foo` paths.
+pub fn unknown_fields(resource: &ResourceType, object: &Value) -> Vec<String> {
+    api::decode::unknown_fields(&resource.group, &resource.version, &resource.kind, object).unwrap_or_default()
+}
+
+/// Defaults an object and validates it (as an update of `old`, if given), as
+/// Kubernetes does before every write. The object comes back in its typed
+/// form: fields its kind does not have are dropped.
+pub fn admit(resource: &ResourceType, object: &mut Value, old: Option<&Value>) -> ApiResult<()> {
+    let mut typed = match Object::from_value(object.clone()) {
+        Ok(typed) => typed,
+        // A served kind without a typed form: stored as sent.
+        Err(api::decode::DecodeError::UnknownKind { .. }) => return Ok(()),
+        Err(error) => return Err(ApiError::bad_request(error.to_string())),
+    };
+    typed.apply_defaults();
+    let errors = match old.map(|old| Object::from_value(old.clone())) {
+        Some(Ok(old)) => typed.validate_update(&old),
+        _ => typed.validate(),
+    };
+    if !errors.is_empty() {
+        let causes = errors
+            .iter()
+            .map(|error| Cause {
+                reason: error.kind.cause_type().to_string(),
+                message: error.body(),
+                field: error.path.to_string(),
+            })
+            .collect();
+        let name = typed.metadata().name.clone().unwrap_or_default();
+        return Err(ApiError::invalid(&resource.group, &resource.kind, &name, causes));
     }
+    *object = typed.to_value().map_err(ApiError::internal)?;
+    Ok(())
+}
+
+/// The component schemas of one group-version's OpenAPI document, each kind's
+/// carrying `x-kubernetes-group-version-kind`.
+pub fn schemas(group: &str, version: &str) -> serde_json::Map<String, Value> {
+    api::schema::Schemas::get().components_for(group, version)
 }
 
 /// A YAML body as JSON.
 pub fn decode_yaml(bytes: &[u8]) -> Result<Value, String> {
-    serde_yaml_ng::from_slice(bytes).map_err(|e| format!("invalid YAML: {e}"))
+    let text = std::str::from_utf8(bytes).map_err(|e| format!("invalid YAML: {e}"))?;
+    let mut documents = api::decode::parse_yaml_documents(text).map_err(|e| e.to_string())?;
+    match documents.len() {
+        1 => Ok(documents.remove(0)),
+        count => Err(format!("expected one YAML document, found {count}")),
+    }
+}
+
+/// A parsed `labelSelector`.
+#[derive(Clone, Debug, Default)]
+pub struct LabelSelector(api::selector::Selector);
+
+impl LabelSelector {
+    pub fn parse(selector: &str) -> Result<Self, String> {
+        api::selector::Selector::parse(selector).map(Self).map_err(|e| e.to_string())
+    }
+
+    pub fn matches(&self, labels: &serde_json::Map<String, Value>) -> bool {
+        if self.0.is_empty() {
+            return true;
+        }
+        let labels: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(key, value)| (key.clone(), value.as_str().unwrap_or("").to_string()))
+            .collect();
+        self.0.matches(&labels)
+    }
 }

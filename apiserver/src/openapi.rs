@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use crate::resources::ResourceType;
 use crate::server::SharedState;
 use crate::status::ApiError;
-use crate::model;
+use crate::{model, patch};
 
 fn gv_path(group: &str, version: &str) -> String {
     if group.is_empty() {
@@ -30,13 +30,37 @@ pub async fn index(State(state): State<SharedState>) -> Response {
     axum::Json(json!({"paths": paths})).into_response()
 }
 
-/// The name Kubernetes gives a kind's schema: `io.k8s.api.apps.v1.Deployment`.
-fn schema_name(resource: &ResourceType) -> String {
-    let package = match resource.group.as_str() {
-        "" => "core",
-        group => group.split('.').next().unwrap_or(group),
-    };
-    format!("io.k8s.api.{package}.{}.{}", resource.version, resource.kind)
+/// The field an object of the schema `component` is held in, as the patch
+/// strategy table names it: containers, metadata, spec or status.
+fn holding_field(component: &str) -> &'static str {
+    let type_name = component.rsplit('.').next().unwrap_or(component);
+    match type_name {
+        "Container" | "EphemeralContainer" => "containers",
+        "ObjectMeta" => "metadata",
+        name if name.ends_with("Spec") => "spec",
+        name if name.ends_with("Status") => "status",
+        _ => "",
+    }
+}
+
+/// Marks the lists that merge under a strategic merge patch, as Kubernetes'
+/// OpenAPI does: kubectl computes `apply` patches from these marks, and a
+/// list it believes atomic is sent whole (so removed elements would stay).
+fn with_patch_meta(mut components: Map<String, Value>) -> Map<String, Value> {
+    for (name, schema) in components.iter_mut() {
+        let parent = holding_field(name);
+        let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) else { continue };
+        for (field, property) in properties.iter_mut() {
+            let Some((strategy, merge_key)) = patch::declared_patch_meta(parent, field) else { continue };
+            if let Some(property) = property.as_object_mut() {
+                property.insert("x-kubernetes-patch-strategy".into(), json!(strategy));
+                if let Some(key) = merge_key {
+                    property.insert("x-kubernetes-patch-merge-key".into(), json!(key));
+                }
+            }
+        }
+    }
+    components
 }
 
 fn patch_operation(resource: &ResourceType) -> Value {
@@ -62,7 +86,6 @@ pub async fn document(State(state): State<SharedState>, Path(path): Path<String>
         _ => return ApiError::no_route(&format!("/openapi/v3/{path}")).into_response(),
     };
     let mut paths = Map::new();
-    let mut schemas = Map::new();
     for resource in state.registry.in_group_version(group, version) {
         let base = if group.is_empty() { format!("/api/{version}") } else { format!("/apis/{group}/{version}") };
         let item = if resource.namespaced {
@@ -71,14 +94,6 @@ pub async fn document(State(state): State<SharedState>, Path(path): Path<String>
             format!("{base}/{}/{{name}}", resource.plural)
         };
         paths.insert(item, json!({"patch": patch_operation(resource)}));
-        // Only a real schema goes in: kubectl computes apply patches from the
-        // schema of a kind when it finds one, so a vague schema would be worse
-        // than none (kubectl then uses its built-in types).
-        if let Some(mut schema) = model::schema(resource) {
-            schema["x-kubernetes-group-version-kind"] =
-                json!([{"group": resource.group, "version": resource.version, "kind": resource.kind}]);
-            schemas.insert(schema_name(resource), schema);
-        }
     }
     if paths.is_empty() {
         return ApiError::no_route(&format!("/openapi/v3/{path}")).into_response();
@@ -87,7 +102,7 @@ pub async fn document(State(state): State<SharedState>, Path(path): Path<String>
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": "v1.32.0-r8s"},
         "paths": paths,
-        "components": {"schemas": schemas},
+        "components": {"schemas": with_patch_meta(model::schemas(group, version))},
     });
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], document.to_string()).into_response()
 }

@@ -16,7 +16,18 @@ pub struct ResourceType {
     pub categories: Vec<String>,
     pub verbs: Vec<String>,
     /// Subresources served for this type: `status`, `scale`, `binding`, ...
-    pub subresources: Vec<String>,
+    pub subresources: Vec<Subresource>,
+}
+
+/// A subresource such as `pods/status` or `deployments/scale`, with the kind it
+/// takes and returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subresource {
+    pub name: String,
+    pub group: String,
+    pub version: String,
+    pub kind: String,
+    pub verbs: Vec<String>,
 }
 
 impl ResourceType {
@@ -34,7 +45,7 @@ impl ResourceType {
     }
 
     pub fn has_subresource(&self, name: &str) -> bool {
-        self.subresources.iter().any(|s| s == name)
+        self.subresources.iter().any(|s| s.name == name)
     }
 
     pub fn supports(&self, verb: &str) -> bool {

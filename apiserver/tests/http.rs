@@ -124,10 +124,27 @@ async fn patches_of_every_kind() {
     assert_eq!(merged.body["metadata"]["labels"], json!({"app": "web", "extra": "1"}));
 
     let strategic = server
-        .patch(&path, "application/strategic-merge-patch+json", json!({"spec": {"containers": [{"name": "side", "image": "busybox"}]}}))
+        .patch(&path, "application/strategic-merge-patch+json", json!({"spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]}}))
         .await;
     assert_eq!(strategic.code, 200, "{}", strategic.body);
-    assert_eq!(strategic.body["spec"]["containers"].as_array().unwrap().len(), 2);
+    assert_eq!(strategic.body["spec"]["containers"][0]["image"], "nginx:1.27");
+    assert_eq!(strategic.body["spec"]["containers"][0]["name"], "app");
+
+    // Pods forbid other spec changes, with Kubernetes' validation error.
+    let forbidden = server
+        .patch(&path, "application/strategic-merge-patch+json", json!({"spec": {"containers": [{"name": "side", "image": "busybox"}]}}))
+        .await;
+    assert_eq!(forbidden.code, 422);
+    assert_eq!(forbidden.body["reason"], "Invalid");
+    assert_eq!(forbidden.body["details"]["causes"][0]["field"], "spec");
+
+    let deployment_path = "/apis/apps/v1/namespaces/default/deployments/web";
+    server.post("/apis/apps/v1/namespaces/default/deployments", common::deployment("web", 1)).await;
+    let added = server
+        .patch(deployment_path, "application/strategic-merge-patch+json", json!({"spec": {"template": {"spec": {"containers": [{"name": "side", "image": "busybox"}]}}}}))
+        .await;
+    assert_eq!(added.code, 200, "{}", added.body);
+    assert_eq!(added.body["spec"]["template"]["spec"]["containers"].as_array().unwrap().len(), 2);
 
     let json_patch = server
         .patch(&path, "application/json-patch+json", json!([{"op": "replace", "path": "/spec/containers/0/image", "value": "nginx:1.26"}]))

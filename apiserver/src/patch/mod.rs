@@ -6,7 +6,7 @@ mod strategic;
 
 use serde_json::Value;
 
-pub use strategic::strategic_merge;
+pub use strategic::{declared_patch_meta, strategic_merge};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PatchType {

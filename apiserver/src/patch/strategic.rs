@@ -57,6 +57,17 @@ fn list_strategy(path: &[String]) -> ListStrategy {
     }
 }
 
+/// The `x-kubernetes-patch-strategy` and `x-kubernetes-patch-merge-key` Kubernetes
+/// declares for the list `field` of an object held in the field `parent`
+/// (`containers`, `spec`, `status`, `metadata`); None for lists replaced whole.
+pub fn declared_patch_meta(parent: &str, field: &str) -> Option<(&'static str, Option<&'static str>)> {
+    match list_strategy(&[parent.to_string(), field.to_string()]) {
+        ListStrategy::Replace => None,
+        ListStrategy::MergeSet => Some(("merge", None)),
+        ListStrategy::MergeByKey(key) => Some(("merge", Some(key))),
+    }
+}
+
 /// Applies a strategic merge `patch` (a JSON object) to `original`.
 pub fn strategic_merge(original: &Value, patch: &Value) -> Result<Value, PatchError> {
     let Value::Object(patch) = patch else {

@@ -27,8 +27,7 @@ pub async fn create(request: ApiRequest) -> ApiResult<Response> {
         ensure_namespace_accepts(&request, namespace, &name).await?;
     }
     let warnings = check_unknown_fields(&request, &object)?;
-    model::apply_defaults(&resource, &mut object);
-    validate(&resource, &object)?;
+    model::admit(&resource, &mut object, None)?;
     stamp_new(&resource, &mut object)?;
 
     if !request.params.dry_run {
@@ -182,8 +181,10 @@ pub async fn save(request: &ApiRequest, kv: &KeyValue, current: &Value, mut desi
         let generation = current["metadata"]["generation"].as_i64().unwrap_or(1);
         objects::set_meta(&mut desired, "generation", json!(generation + 1));
     }
-    model::apply_defaults(resource, &mut desired);
-    validate(resource, &desired)?;
+    // A binding is not an update of the spec (which pods forbid): it is checked
+    // as the object it makes.
+    let old = (request.target.subresource.as_deref() != Some("binding")).then_some(current);
+    model::admit(resource, &mut desired, old)?;
     let bytes = objects::to_store_bytes(&desired)?;
     if bytes == kv.value {
         return Ok(current.clone());
@@ -318,15 +319,6 @@ fn check_unknown_fields(request: &ApiRequest, object: &Value) -> ApiResult<Vec<S
         return Err(ApiError::bad_request(format!("strict decoding error: {}", unknown.join(", "))));
     }
     Ok(unknown)
-}
-
-fn validate(resource: &ResourceType, object: &Value) -> ApiResult<()> {
-    let causes = model::validate(resource, object);
-    if causes.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(&resource.group, &resource.kind, objects::name(object), causes))
-    }
 }
 
 /// Bookkeeping of a new object: uid, creation time, generation, and a status
