@@ -8,6 +8,9 @@
 //! - [`decode`]: JSON / multi-document YAML parsing with positions, unknown-field detection, typed decoding.
 //! - [`Object`]: any served kind, with `apply_defaults`, `validate`, `validate_update`.
 //! - [`defaults`], [`validation`]: the per-kind functions behind `Object`.
+//! - [`strategy`]: what the API server does around writes (fresh status on create, status kept on
+//!   spec updates, generation, QoS class).
+//! - [`scale`]: the autoscaling/v1 `Scale` view of Deployments and ReplicaSets.
 //! - [`quantity`], [`selector`], [`owner`]: resource quantities, label/field selectors, owner references.
 
 pub mod decode;
@@ -16,8 +19,10 @@ mod object;
 pub mod owner;
 pub mod quantity;
 pub mod registry;
+pub mod scale;
 pub mod schema;
 pub mod selector;
+pub mod strategy;
 pub mod types;
 pub mod validation;
 

@@ -94,6 +94,7 @@ objects! {
     Node => default: defaults::default_node, validate: v::validate_node, update: v::validate_node_update;
     Pod => default: defaults::default_pod, validate: v::validate_pod, update: v::validate_pod_update;
     Service => default: defaults::default_service, validate: v::validate_service, update: v::validate_service_update;
+    ServiceAccount => default: no_defaults, validate: v::validate_service_account, update: v::validate_service_account_update;
     Endpoints => default: defaults::default_endpoints, validate: v::validate_endpoints, update: |n, _| v::validate_endpoints(n);
     ConfigMap => default: no_defaults, validate: v::validate_config_map, update: v::validate_config_map_update;
     Secret => default: defaults::default_secret, validate: v::validate_secret, update: v::validate_secret_update;

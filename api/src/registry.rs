@@ -67,6 +67,16 @@ impl ResourceInfo {
         }
     }
 
+    /// The kind's OpenAPI v3 schema, self-contained (see [`crate::schema::schema_for_kind`]).
+    pub fn schema_value(&self) -> Option<serde_json::Value> {
+        crate::schema::schema_for_kind(self.group, self.version, self.kind)
+    }
+
+    /// Paths of fields in `object` that this kind does not have (`spec.containers[0].imagee`).
+    pub fn unknown_fields(&self, object: &serde_json::Value) -> Vec<String> {
+        crate::decode::unknown_fields(self.group, self.version, self.kind, object).unwrap_or_default()
+    }
+
     pub fn subresource(&self, name: &str) -> Option<&'static Subresource> {
         self.subresources.iter().find(|s| s.name == name)
     }
@@ -164,6 +174,20 @@ pub static RESOURCES: &[ResourceInfo] = &[
         verbs: ALL_VERBS,
         subresources: &[status("", "v1", "Service")],
         schema: schema_of::<core::Service>,
+    },
+    ResourceInfo {
+        group: "",
+        version: "v1",
+        kind: "ServiceAccount",
+        list_kind: "ServiceAccountList",
+        plural: "serviceaccounts",
+        singular: "serviceaccount",
+        namespaced: true,
+        short_names: &["sa"],
+        categories: &[],
+        verbs: ALL_VERBS,
+        subresources: &[],
+        schema: schema_of::<core::ServiceAccount>,
     },
     ResourceInfo {
         group: "",
@@ -350,7 +374,7 @@ mod tests {
         assert_eq!(by_kind_name("Lease").next().unwrap().group, "coordination.k8s.io");
         for (name, plural) in [("po", "pods"), ("Pods", "pods"), ("deploy", "deployments"), ("deployments.apps", "deployments"),
             ("svc", "services"), ("ep", "endpoints"), ("cm", "configmaps"), ("ns", "namespaces"), ("no", "nodes"),
-            ("rs", "replicasets"), ("ds", "daemonsets"), ("ev", "events"), ("job", "jobs"), ("lease", "leases")] {
+            ("rs", "replicasets"), ("ds", "daemonsets"), ("ev", "events"), ("sa", "serviceaccounts"), ("job", "jobs"), ("lease", "leases")] {
             assert_eq!(resolve(name).map(|r| r.plural), Some(plural), "{name}");
         }
         assert!(resolve("pods.apps").is_none());

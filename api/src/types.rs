@@ -12,7 +12,7 @@ pub use k8s_openapi::api::core::v1::{
     Binding, ConfigMap, Container, ContainerPort, ContainerStatus, EndpointAddress, EndpointPort,
     EndpointSubset, Endpoints, Event, Namespace, NamespaceSpec,
     NamespaceStatus, Node, NodeSpec, NodeStatus, ObjectReference, Pod, PodCondition, PodSpec,
-    PodStatus, PodTemplateSpec, Secret, Service, ServicePort, ServiceSpec, ServiceStatus,
+    PodStatus, PodTemplateSpec, Secret, Service, ServiceAccount, ServicePort, ServiceSpec, ServiceStatus,
 };
 pub use k8s_openapi::apimachinery::pkg::api::resource::Quantity as QuantityString;
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
@@ -28,6 +28,7 @@ pub type NamespaceList = List<Namespace>;
 pub type NodeList = List<Node>;
 pub type PodList = List<Pod>;
 pub type ServiceList = List<Service>;
+pub type ServiceAccountList = List<ServiceAccount>;
 pub type EndpointsList = List<Endpoints>;
 pub type ConfigMapList = List<ConfigMap>;
 pub type SecretList = List<Secret>;

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Event, Namespace, Node, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Event, Namespace, Node, Secret, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::field::{FieldError, Path};
@@ -184,6 +184,16 @@ pub fn validate_endpoints(endpoints: &Endpoints) -> Vec<FieldError> {
             errs.extend(validate_protocol(port.protocol.as_deref(), &pp.child("protocol")));
         }
     }
+    errs
+}
+
+pub fn validate_service_account(account: &ServiceAccount) -> Vec<FieldError> {
+    metadata(&account.metadata, Scope::Namespaced, names::name_is_dns_subdomain)
+}
+
+pub fn validate_service_account_update(new: &ServiceAccount, old: &ServiceAccount) -> Vec<FieldError> {
+    let mut errs = metadata_update(&new.metadata, &old.metadata);
+    errs.extend(validate_service_account(new));
     errs
 }
 

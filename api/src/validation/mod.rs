@@ -13,7 +13,8 @@ mod workloads;
 pub use self::core::{
     validate_config_map, validate_config_map_update, validate_endpoints, validate_event, validate_event_update,
     validate_lease, validate_lease_update, validate_namespace, validate_namespace_update, validate_node,
-    validate_node_update, validate_secret, validate_secret_update,
+    validate_node_update, validate_secret, validate_secret_update, validate_service_account,
+    validate_service_account_update,
 };
 pub use field::{aggregate_message, go_quote, BadValue, ErrorKind, FieldError, Path};
 pub use meta::{

@@ -557,11 +557,27 @@ fn validate_node_selector_term(term: &NodeSelectorTerm, path: &Path) -> Vec<Fiel
         errs.extend(validate_node_selector_requirement(req, &path.child("matchExpressions").index(i)));
     }
     for (i, req) in term.match_fields.iter().flatten().enumerate() {
-        let p = path.child("matchFields").index(i);
-        if req.key != "metadata.name" {
-            errs.push(FieldError::invalid(&p.child("key"), req.key.as_str(), "not a valid field selector key"));
+        errs.extend(validate_node_field_selector_requirement(req, &path.child("matchFields").index(i)));
+    }
+    errs
+}
+
+/// `matchFields` select nodes by `metadata.name` only, with In or NotIn and one value.
+fn validate_node_field_selector_requirement(req: &NodeSelectorRequirement, path: &Path) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    match req.operator.as_str() {
+        "In" | "NotIn" => {
+            if req.values.as_ref().is_none_or(|v| v.len() != 1) {
+                errs.push(FieldError::required(
+                    &path.child("values"),
+                    "must be only one value when `operator` is 'In' or 'NotIn' for node field selector",
+                ));
+            }
         }
-        errs.extend(validate_node_selector_requirement(req, &p).into_iter().filter(|e| !e.path.as_str().ends_with(".key")));
+        op => errs.push(FieldError::invalid(&path.child("operator"), op, "not a valid selector operator")),
+    }
+    if req.key != "metadata.name" {
+        errs.push(FieldError::invalid(&path.child("key"), req.key.as_str(), "not a valid field selector key"));
     }
     errs
 }
@@ -809,7 +825,8 @@ mod tests {
                         {"key": "zone", "operator": "In"},
                         {"key": "gpu", "operator": "Exists", "values": ["x"]},
                         {"key": "cores", "operator": "Gt", "values": ["1", "2"]},
-                        {"key": "x", "operator": "Like", "values": ["1"]}]}]}}},
+                        {"key": "x", "operator": "Like", "values": ["1"]}]},
+                        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["a", "b"]}, {"key": "spec.x", "operator": "In", "values": ["a"]}]}]}}},
                     "tolerations": [{"operator": "Equal", "value": "x"}, {"key": "k", "operator": "Maybe"}, {"key": "k", "effect": "Never"},
                         {"key": "k", "operator": "Exists", "effect": "NoSchedule", "tolerationSeconds": 5}]}}),
                 vec![
@@ -817,6 +834,8 @@ mod tests {
                     "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[1].values: Forbidden: may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
                     "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[2].values: Required value: must be specified single value when `operator` is 'Lt' or 'Gt'",
                     "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[3].operator: Invalid value: \"Like\": not a valid selector operator",
+                    "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[1].matchFields[0].values: Required value: must be only one value when `operator` is 'In' or 'NotIn' for node field selector",
+                    "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[1].matchFields[1].key: Invalid value: \"spec.x\": not a valid field selector key",
                     "spec.tolerations[0].operator: Invalid value: \"Equal\": operator must be Exists when `key` is empty, which means \"match all values and all keys\"",
                     "spec.tolerations[1].operator: Unsupported value: \"Maybe\": supported values: \"Equal\", \"Exists\"",
                     "spec.tolerations[2].effect: Unsupported value: \"Never\": supported values: \"NoSchedule\", \"PreferNoSchedule\", \"NoExecute\"",

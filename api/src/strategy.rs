@@ -1,0 +1,212 @@
+//! What the API server does to an object around a write besides defaulting
+//! and validation (Kubernetes' REST strategies): a fresh status on create,
+//! the stored status kept on spec updates, the stored spec kept on status
+//! updates, and `metadata.generation` following spec changes.
+
+use k8s_openapi::api::core::v1::{LoadBalancerStatus, Pod, PodStatus, ServiceStatus};
+
+use crate::defaults::generate_job_selector;
+use crate::quantity::Quantity;
+use crate::Object;
+
+/// Copies one field between two objects of the same kind, for the listed kinds.
+macro_rules! keep_old {
+    ($new:expr, $old:expr, $field:ident, [$($variant:ident),*]) => {
+        match ($new, $old) {
+            $((Object::$variant(new), Object::$variant(old)) => new.$field.clone_from(&old.$field),)*
+            _ => {}
+        }
+    };
+}
+
+/// Whether the kind counts spec changes in `metadata.generation`.
+fn tracks_generation(object: &Object) -> bool {
+    matches!(object, Object::Deployment(_) | Object::ReplicaSet(_) | Object::DaemonSet(_) | Object::Job(_))
+}
+
+/// Before a create (after defaulting, with `metadata.uid` set): status starts over.
+pub fn prepare_for_create(object: &mut Object) {
+    if tracks_generation(object) {
+        object.metadata_mut().generation = Some(1);
+    }
+    match object {
+        Object::Pod(pod) => {
+            let qos = qos_class(pod).to_string();
+            pod.status = Some(PodStatus { phase: Some("Pending".into()), qos_class: Some(qos), ..Default::default() });
+        }
+        Object::Service(service) => {
+            service.status =
+                Some(ServiceStatus { load_balancer: Some(LoadBalancerStatus::default()), ..Default::default() })
+        }
+        Object::Namespace(namespace) => {
+            let spec = namespace.spec.get_or_insert_with(Default::default);
+            spec.finalizers.get_or_insert_with(|| vec!["kubernetes".into()]);
+        }
+        Object::Deployment(d) => d.status = Some(Default::default()),
+        Object::ReplicaSet(rs) => rs.status = Some(Default::default()),
+        Object::DaemonSet(ds) => ds.status = Some(Default::default()),
+        Object::Job(job) => {
+            job.status = Some(Default::default());
+            generate_job_selector(job);
+        }
+        _ => {}
+    }
+}
+
+/// Before an update of the main resource: status only changes through `/status`,
+/// a namespace's finalizers only through `/finalize`, and the generation counts
+/// spec changes.
+pub fn prepare_for_update(new: &mut Object, old: &Object) {
+    keep_old!(&mut *new, old, status, [Pod, Service, Namespace, Node, Deployment, ReplicaSet, DaemonSet, Job]);
+    if let (Object::Namespace(new), Object::Namespace(old)) = (&mut *new, old) {
+        let old_finalizers = old.spec.as_ref().and_then(|s| s.finalizers.clone());
+        new.spec.get_or_insert_with(Default::default).finalizers = old_finalizers;
+    }
+    if tracks_generation(new) {
+        let old_generation = old.metadata().generation.unwrap_or(1);
+        let spec_changed = match (&*new, old) {
+            (Object::Deployment(n), Object::Deployment(o)) => n.spec != o.spec,
+            (Object::ReplicaSet(n), Object::ReplicaSet(o)) => n.spec != o.spec,
+            (Object::DaemonSet(n), Object::DaemonSet(o)) => n.spec != o.spec,
+            (Object::Job(n), Object::Job(o)) => n.spec != o.spec,
+            _ => false,
+        };
+        new.metadata_mut().generation = Some(old_generation + i64::from(spec_changed));
+    }
+}
+
+/// Before an update through `/status`: everything but the status stays as stored.
+pub fn prepare_for_status_update(new: &mut Object, old: &Object) {
+    keep_old!(&mut *new, old, spec, [Pod, Service, Namespace, Node, Deployment, ReplicaSet, DaemonSet, Job]);
+    let (new_meta, old_meta) = (new.metadata_mut(), old.metadata());
+    new_meta.generation = old_meta.generation;
+    new_meta.labels.clone_from(&old_meta.labels);
+    new_meta.annotations.clone_from(&old_meta.annotations);
+    new_meta.finalizers.clone_from(&old_meta.finalizers);
+    new_meta.owner_references.clone_from(&old_meta.owner_references);
+}
+
+/// Before `/finalize` on a namespace: only `spec.finalizers` changes.
+pub fn prepare_for_finalize(new: &mut Object, old: &Object) {
+    if let (Object::Namespace(new), Object::Namespace(old)) = (new, old) {
+        let finalizers = new.spec.as_ref().and_then(|s| s.finalizers.clone());
+        **new = (**old).clone();
+        new.spec.get_or_insert_with(Default::default).finalizers = finalizers;
+    }
+}
+
+/// The pod's QoS class (`Guaranteed`, `Burstable`, `BestEffort`), as `qos.GetPodQOS`.
+pub fn qos_class(pod: &Pod) -> &'static str {
+    let Some(spec) = &pod.spec else { return "BestEffort" };
+    let mut requests: Vec<(String, Quantity)> = Vec::new();
+    let mut limits: Vec<(String, Quantity)> = Vec::new();
+    let mut guaranteed = true;
+    let add = |totals: &mut Vec<(String, Quantity)>, name: &str, q: Quantity| match totals.iter_mut().find(|(n, _)| n == name) {
+        Some((_, total)) => *total = total.checked_add(&q).unwrap_or(*total),
+        None => totals.push((name.to_string(), q)),
+    };
+    let positive = |list: Option<&std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>| {
+        list.into_iter()
+            .flatten()
+            .filter(|(name, _)| matches!(name.as_str(), "cpu" | "memory"))
+            .filter_map(|(name, q)| Some((name.clone(), Quantity::try_from(q).ok()?)))
+            .filter(|(_, q)| q.nanos() > 0)
+            .collect::<Vec<_>>()
+    };
+    for container in spec.containers.iter().chain(spec.init_containers.iter().flatten()) {
+        let resources = container.resources.as_ref();
+        for (name, q) in positive(resources.and_then(|r| r.requests.as_ref())) {
+            add(&mut requests, &name, q);
+        }
+        let container_limits = positive(resources.and_then(|r| r.limits.as_ref()));
+        let has = |n: &str| container_limits.iter().any(|(name, _)| name == n);
+        if !(has("cpu") && has("memory")) {
+            guaranteed = false;
+        }
+        for (name, q) in container_limits {
+            add(&mut limits, &name, q);
+        }
+    }
+    if requests.is_empty() && limits.is_empty() {
+        return "BestEffort";
+    }
+    let limits_match = requests.iter().all(|(name, req)| limits.iter().any(|(n, lim)| n == name && lim == req));
+    if guaranteed && limits_match && requests.len() == limits.len() {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn object(value: serde_json::Value) -> Object {
+        let mut object = Object::from_value(value).unwrap();
+        object.apply_defaults();
+        object
+    }
+
+    fn pod_with(resources: serde_json::Value) -> Object {
+        object(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "c", "image": "i", "resources": resources}]}}))
+    }
+
+    #[test]
+    fn qos_classes() {
+        let cases = [
+            (json!({}), "BestEffort"),
+            (json!({"requests": {"cpu": "100m"}}), "Burstable"),
+            (json!({"limits": {"cpu": "1", "memory": "1Gi"}}), "Guaranteed"),
+            (json!({"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "500m"}}), "Burstable"),
+            (json!({"limits": {"cpu": "1"}}), "Burstable"),
+            (json!({"requests": {"cpu": "0"}}), "BestEffort"),
+        ];
+        for (resources, want) in cases {
+            let Object::Pod(pod) = pod_with(resources.clone()) else { unreachable!() };
+            assert_eq!(qos_class(&pod), want, "{resources}");
+        }
+    }
+
+    #[test]
+    fn create_sets_fresh_status_and_generation() {
+        let mut pod = pod_with(json!({}));
+        prepare_for_create(&mut pod);
+        assert_eq!(pod.to_value().unwrap()["status"], json!({"phase": "Pending", "qosClass": "BestEffort"}));
+        let mut ns = object(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a"}}));
+        prepare_for_create(&mut ns);
+        assert_eq!(ns.to_value().unwrap()["spec"], json!({"finalizers": ["kubernetes"]}));
+        let mut deployment = object(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+            "spec": {"selector": {}, "template": {}}, "status": {"replicas": 9}}));
+        prepare_for_create(&mut deployment);
+        let value = deployment.to_value().unwrap();
+        assert_eq!((value["status"].clone(), value["metadata"]["generation"].clone()), (json!({}), json!(1)));
+    }
+
+    #[test]
+    fn updates_keep_the_other_half() {
+        let old = object(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "generation": 3},
+            "spec": {"replicas": 1, "selector": {}, "template": {}}, "status": {"replicas": 1}}));
+        let mut scaled = old.clone();
+        let Object::Deployment(d) = &mut scaled else { unreachable!() };
+        d.spec.as_mut().unwrap().replicas = Some(5);
+        d.status.as_mut().unwrap().replicas = Some(42);
+        prepare_for_update(&mut scaled, &old);
+        let value = scaled.to_value().unwrap();
+        assert_eq!((value["metadata"]["generation"].clone(), value["status"]["replicas"].clone()), (json!(4), json!(1)));
+
+        let mut same = old.clone();
+        prepare_for_update(&mut same, &old);
+        assert_eq!(same.metadata().generation, Some(3));
+
+        let mut status_update = old.clone();
+        let Object::Deployment(d) = &mut status_update else { unreachable!() };
+        d.spec.as_mut().unwrap().replicas = Some(5);
+        d.status.as_mut().unwrap().replicas = Some(2);
+        prepare_for_status_update(&mut status_update, &old);
+        let value = status_update.to_value().unwrap();
+        assert_eq!((value["spec"]["replicas"].clone(), value["status"]["replicas"].clone()), (json!(1), json!(2)));
+    }
+}
