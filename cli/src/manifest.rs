@@ -1,5 +1,5 @@
 //! Reading `-f FILE|DIR|-`: every object of every YAML or JSON document, with
-//! `kind: List` unpacked, in the order written.
+//! `kind: List` unpacked, in the order written (the decoding is `api`'s).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -52,23 +52,6 @@ fn read_file(path: &Path) -> anyhow::Result<Vec<Document>> {
 }
 
 fn parse(source: &str, text: &str) -> anyhow::Result<Vec<Document>> {
-    // TODO(api): use api's decoder once it lands.
-    let mut values = Vec::new();
-    for doc in serde_yaml_ng::Deserializer::from_str(text) {
-        let value: Value = serde::Deserialize::deserialize(doc).map_err(|e| anyhow::anyhow!("error parsing {source}: {e}"))?;
-        if !value.is_null() {
-            values.push(value);
-        }
-    }
-    let mut out = Vec::new();
-    for value in values {
-        if value["kind"] == "List" {
-            for item in value["items"].as_array().into_iter().flatten() {
-                out.push(Document { source: source.to_string(), object: item.clone() });
-            }
-        } else {
-            out.push(Document { source: source.to_string(), object: value });
-        }
-    }
-    Ok(out)
+    let values = api::decode::parse_manifest(text.as_bytes()).map_err(|e| anyhow::anyhow!("error parsing {source}: {e}"))?;
+    Ok(values.into_iter().map(|object| Document { source: source.to_string(), object }).collect())
 }

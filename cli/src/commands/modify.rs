@@ -157,7 +157,10 @@ pub async fn edit(session: &Session, args: EditArgs) -> anyhow::Result<()> {
             anyhow::bail!("the editor {editor} exited with {status}");
         }
         let text = std::fs::read_to_string(file.path())?;
-        let edited: Value = serde_yaml_ng::from_str(&text).context("the edited file is not valid YAML")?;
+        let edited = match api::decode::parse_manifest(text.as_bytes()).context("the edited file is not valid YAML")?.as_slice() {
+            [one] => one.clone(),
+            _ => anyhow::bail!("the edited file must hold exactly one object"),
+        };
         if edited == original {
             println!("Edit cancelled, no changes made.");
             continue;
