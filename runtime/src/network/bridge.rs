@@ -169,7 +169,7 @@ impl BridgeNetwork {
         let host_veth = host_veth_name(&request.sandbox_id);
         // A leftover pair from an earlier attempt: start clean.
         inner.node.delete_link(&host_veth).await?;
-        inner.node.add_veth(&host_veth, inner.bridge_index, POD_INTERFACE, pod_netns, inner.config.mtu).await?;
+        inner.node.add_veth(&host_veth, Some(inner.bridge_index), POD_INTERFACE, pod_netns, inner.config.mtu).await?;
 
         let pod = Netlink::connect(Some(&request.netns)).await?;
         pod.set_up("lo").await?;

@@ -26,7 +26,7 @@ pub enum NetlinkError {
     Socket { netns: String, source: std::io::Error },
     #[error(transparent)]
     Netns(#[from] NetnsError),
-    #[error("netlink: {action} in {netns}: {source}")]
+    #[error("netlink: {action} in {netns}: {}", describe(source))]
     Request { action: String, netns: String, source: rtnetlink::Error },
     #[error("{name} in {netns} exists but is not a bridge")]
     NotABridge { name: String, netns: String },
@@ -42,6 +42,14 @@ fn errno(error: &rtnetlink::Error) -> Option<i32> {
     match error {
         rtnetlink::Error::NetlinkError(message) => message.code.map(|code| -code.get()),
         _ => None,
+    }
+}
+
+/// The kernel's refusal as an OS error ("File exists"), or the library's message.
+fn describe(error: &rtnetlink::Error) -> String {
+    match errno(error) {
+        Some(code) => std::io::Error::from_raw_os_error(code).to_string(),
+        None => error.to_string(),
     }
 }
 
@@ -124,12 +132,13 @@ impl Netlink {
             .map_err(self.failed(format!("adding address {address}")))
     }
 
-    /// Creates a veth pair: `host` here, enslaved to `bridge` and up, and its
-    /// peer `peer` inside the namespace `peer_netns`, up. Both get `mtu`.
+    /// Creates a veth pair: `host` here, up and enslaved to `bridge` if one
+    /// is given, and its peer `peer` (down) inside the namespace `peer_netns`.
+    /// Both get `mtu`.
     pub async fn add_veth(
         &self,
         host: &str,
-        bridge: u32,
+        bridge: Option<u32>,
         peer: &str,
         peer_netns: &File,
         mtu: u32,
@@ -138,14 +147,14 @@ impl Netlink {
             .name(peer)
             .mtu(mtu)
             .setns_by_fd(peer_netns.as_raw_fd())
-            .up()
+            // Not `up` here: the kernel would open the peer before the pair is
+            // joined and fail with ENOTCONN. The pod side brings it up.
             .build();
-        let pair = LinkVeth::new(host, peer)
-            .mtu(mtu)
-            .controller(bridge)
-            .up()
-            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_message)))
-            .build();
+        let mut pair = LinkVeth::new(host, peer).mtu(mtu).up();
+        if let Some(bridge) = bridge {
+            pair = pair.controller(bridge);
+        }
+        let pair = pair.set_info_data(InfoData::Veth(InfoVeth::Peer(peer_message))).build();
         self.handle.link().add(pair).execute().await.map_err(self.failed(format!("creating veth {host}")))
     }
 
