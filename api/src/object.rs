@@ -89,6 +89,17 @@ macro_rules! objects {
 
 fn no_defaults<T>(_: &mut T) {}
 
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 objects! {
     Namespace => default: defaults::default_namespace, validate: v::validate_namespace, update: v::validate_namespace_update;
     Node => default: defaults::default_node, validate: v::validate_node, update: v::validate_node_update;
@@ -107,6 +118,32 @@ objects! {
 }
 
 impl Object {
+    /// Decodes a request body sent to `info`'s endpoint: a missing `apiVersion`
+    /// or `kind` is taken from the endpoint, a different one is refused.
+    pub fn from_value_for(info: &ResourceInfo, mut value: Value) -> Result<Object, DecodeError> {
+        let Value::Object(map) = &mut value else {
+            return Err(DecodeError::NotAnObject(json_type(&value)));
+        };
+        let expected = [("apiVersion", info.api_version()), ("kind", info.kind.to_string())];
+        for (field, expected) in expected {
+            match map.get(field).and_then(Value::as_str).filter(|s| !s.is_empty()) {
+                None => {
+                    map.insert(field.to_string(), Value::String(expected));
+                }
+                Some(found) if found != expected => {
+                    let found = found.to_string();
+                    return Err(if field == "kind" {
+                        DecodeError::KindMismatch { found, expected }
+                    } else {
+                        DecodeError::ApiVersionMismatch { found, expected }
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+        Object::from_value(value)
+    }
+
     /// The registry entry of the object's kind.
     pub fn info(&self) -> &'static ResourceInfo {
         let kind = self.kind();
@@ -134,6 +171,21 @@ mod tests {
             let round = object.to_value().unwrap();
             assert_eq!(round["kind"], json!(info.kind));
             assert_eq!(round["apiVersion"], json!(info.api_version()));
+        }
+    }
+
+    #[test]
+    fn bodies_take_type_from_the_endpoint() {
+        let pods = registry::by_resource("", "v1", "pods").unwrap();
+        let pod = Object::from_value_for(pods, json!({"metadata": {"name": "p"}})).unwrap();
+        assert_eq!(pod.kind(), "Pod");
+        let cases = [
+            (json!({"apiVersion": "v2", "kind": "Pod"}), "the API version in the data (v2) does not match the expected API version (v1)"),
+            (json!({"apiVersion": "v1", "kind": "Service"}), "the kind in the data (Service) does not match the expected kind (Pod)"),
+            (json!([1]), "the body must be a JSON object, not an array"),
+        ];
+        for (body, want) in cases {
+            assert_eq!(Object::from_value_for(pods, body).unwrap_err().to_string(), want);
         }
     }
 

@@ -24,6 +24,12 @@ pub enum DecodeError {
     MissingApiVersion(String),
     #[error("no kind {kind:?} is registered for version {api_version:?}")]
     UnknownKind { api_version: String, kind: String },
+    #[error("the API version in the data ({found}) does not match the expected API version ({expected})")]
+    ApiVersionMismatch { found: String, expected: String },
+    #[error("the kind in the data ({found}) does not match the expected kind ({expected})")]
+    KindMismatch { found: String, expected: String },
+    #[error("the body must be a JSON object, not {0}")]
+    NotAnObject(&'static str),
     /// The value has the right kind but a field of the wrong type.
     #[error("{kind} in version {api_version:?} cannot be handled as a {kind}: {path}: {message}")]
     Typed { api_version: String, kind: String, path: String, message: String },

@@ -143,15 +143,6 @@ pub fn is_valid_port_num(port: i64) -> Vec<String> {
     }
 }
 
-/// A host port, where 0 means "none".
-pub fn is_valid_host_port(port: i64) -> Vec<String> {
-    if (0..=65535).contains(&port) {
-        Vec::new()
-    } else {
-        vec!["must be between 0 and 65535, inclusive".to_string()]
-    }
-}
-
 /// An IANA_SVC_NAME: at most 15 characters, a-z, 0-9 and single inner hyphens, one letter at least.
 pub fn is_valid_port_name(port: &str) -> Vec<String> {
     let mut errs = Vec::new();
@@ -288,7 +279,6 @@ mod tests {
         assert!(is_valid_port_num(80).is_empty());
         assert_eq!(is_valid_port_num(0), vec!["must be between 1 and 65535, inclusive".to_string()]);
         assert_eq!(is_valid_port_num(65536).len(), 1);
-        assert!(is_valid_host_port(0).is_empty());
         assert!(is_valid_port_name("http").is_empty());
         assert_eq!(is_valid_port_name("80"), vec!["must contain at least one letter (a-z)".to_string()]);
         assert_eq!(
