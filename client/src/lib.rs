@@ -56,3 +56,14 @@ pub fn is_not_found(error: &kube::Error) -> bool {
 pub fn is_conflict(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 409)
 }
+
+/// Background tasks that end when this guard is dropped, so a component's
+/// watches stop with the component (also when its future is cancelled).
+#[derive(Default)]
+pub struct AbortOnDrop(pub Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.iter().for_each(tokio::task::JoinHandle::abort);
+    }
+}

@@ -24,9 +24,8 @@ pub async fn run(client: Client, settings: Settings) {
     let ctx = Context::new(client.clone(), "controller-manager");
     let replicasets = ReplicaSetController::new(ctx.clone());
     let deployments = DeploymentController::new(ctx.clone());
-    let watches = ctx.informers.start(&client);
+    let _watches = client::AbortOnDrop(ctx.informers.start(&client));
     ctx.informers.wait_synced().await;
     tracing::info!("controllers started");
     tokio::join!(replicasets.run(settings.workers), deployments.run(settings.workers));
-    watches.iter().for_each(|w| w.abort());
 }
