@@ -21,13 +21,20 @@ use crate::{discovery, model, objects, openapi, rest};
 pub struct Config {
     /// How often a watch that asked for bookmarks gets one.
     pub bookmark_interval: Duration,
-    /// Events a watch may have queued for a slow client before it is dropped.
+    /// Events a watch may have queued for a slow client.
     pub watch_queue: usize,
+    /// How long a watch with a full queue waits for its client before dropping
+    /// it (the client then re-lists), as Kubernetes' watch cache does.
+    pub slow_watcher_grace: Duration,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { bookmark_interval: Duration::from_secs(60), watch_queue: 1024 }
+        Self {
+            bookmark_interval: Duration::from_secs(60),
+            watch_queue: 1024,
+            slow_watcher_grace: Duration::from_secs(10),
+        }
     }
 }
 

@@ -442,3 +442,71 @@ async fn tables_for_kubectl_get() {
     assert_eq!(table["rows"][0]["object"]["metadata"]["namespace"], "default");
     assert!(table["metadata"]["resourceVersion"].is_string());
 }
+
+#[tokio::test]
+async fn field_validation_modes() {
+    let server = start().await;
+    let mut unknown = pod("strict");
+    unknown["spec"]["bogus"] = json!(1);
+    let strict = server.post(&format!("{PODS}?fieldValidation=Strict"), unknown.clone()).await;
+    assert_eq!(strict.code, 400);
+    assert_eq!(strict.body["message"], "strict decoding error: unknown field \"spec.bogus\"");
+
+    unknown["metadata"]["name"] = json!("warned");
+    let warned = server.post(&format!("{PODS}?fieldValidation=Warn"), unknown.clone()).await;
+    assert_eq!(warned.code, 201);
+    assert_eq!(warned.headers["warning"], "299 - \"unknown field \\\"spec.bogus\\\"\"");
+    assert!(warned.body["spec"].get("bogus").is_none(), "unknown fields are dropped");
+
+    unknown["metadata"]["name"] = json!("ignored");
+    let ignored = server.post(&format!("{PODS}?fieldValidation=Ignore"), unknown).await;
+    assert_eq!(ignored.code, 201);
+    assert!(ignored.headers.get("warning").is_none());
+
+    let patched = server
+        .patch(&format!("{PODS}/ignored?fieldValidation=Strict"), "application/merge-patch+json", json!({"spec": {"nope": true}}))
+        .await;
+    assert_eq!(patched.code, 400);
+    assert_eq!(patched.body["message"], "strict decoding error: unknown field \"spec.nope\"");
+    assert_eq!(server.get(&format!("{PODS}?fieldValidation=Sloppy")).await.code, 400);
+}
+
+#[tokio::test]
+async fn invalid_objects_are_422_with_causes() {
+    let server = start().await;
+    let no_containers = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "empty"}, "spec": {"containers": []}});
+    let invalid = server.post(PODS, no_containers).await;
+    assert_eq!(invalid.code, 422, "{}", invalid.body);
+    assert_eq!(invalid.body["reason"], "Invalid");
+    assert_eq!(invalid.body["message"], "Pod \"empty\" is invalid: spec.containers: Required value");
+    assert_eq!(invalid.body["details"]["causes"][0]["field"], "spec.containers");
+    assert_eq!(invalid.body["details"]["causes"][0]["reason"], "FieldValueRequired");
+
+    let mut bad_name = pod("Not_A_Name");
+    bad_name["spec"]["containers"][0]["name"] = json!("");
+    let invalid = server.post(PODS, bad_name).await;
+    assert_eq!(invalid.code, 422);
+    let message = invalid.body["message"].as_str().unwrap();
+    assert!(message.starts_with("Pod \"Not_A_Name\" is invalid: ["), "{message}");
+    assert!(invalid.body["details"]["causes"].as_array().unwrap().len() >= 2);
+
+    let wrong_type = server.post(DEPLOYMENTS, json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}, "spec": {"replicas": "many"}})).await;
+    assert_eq!(wrong_type.code, 400, "{}", wrong_type.body);
+}
+
+#[tokio::test]
+async fn lists_at_an_exact_resource_version() {
+    let server = start().await;
+    let first = server.post(PODS, pod("a")).await.body;
+    let revision = first["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    server.post(PODS, pod("b")).await;
+    let then = server.get(&format!("{PODS}?resourceVersion={revision}&resourceVersionMatch=Exact")).await;
+    assert_eq!(then.code, 200, "{}", then.body);
+    assert_eq!(then.body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(then.body["metadata"]["resourceVersion"], revision.as_str());
+    let now = server.get(&format!("{PODS}?resourceVersion=0")).await;
+    assert_eq!(now.body["items"].as_array().unwrap().len(), 2);
+    let future = server.get(&format!("{PODS}?resourceVersion=999999&resourceVersionMatch=Exact")).await;
+    assert_eq!(future.code, 504);
+    assert_eq!(server.get(&format!("{PODS}?resourceVersionMatch=Sometimes")).await.code, 400);
+}

@@ -171,3 +171,37 @@ async fn vanished_watchers_are_released() {
     }
     assert!(released, "the watch of a vanished client stayed open");
 }
+
+#[tokio::test]
+async fn slow_watchers_are_dropped() {
+    use tokio::io::AsyncWriteExt;
+    let server = start().await;
+    // A client that asks for a watch and then never reads.
+    let address = server.base.trim_start_matches("http://").to_string();
+    let mut stalled = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let request = format!("GET /api/v1/namespaces/default/configmaps?watch=true HTTP/1.1\r\nHost: {address}\r\n\r\n");
+    stalled.write_all(request.as_bytes()).await.unwrap();
+    let mut registered = false;
+    for _ in 0..200 {
+        if server.get("/metrics").await.body.as_str().unwrap().contains("apiserver_registered_watchers 1") {
+            registered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(registered, "the watch never started");
+
+    let filler = "x".repeat(256 * 1024);
+    let mut dropped = false;
+    for i in 0..400 {
+        let config_map = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("cm{i}")}, "data": {"filler": filler}});
+        assert_eq!(server.post("/api/v1/namespaces/default/configmaps", config_map).await.code, 201);
+        let metrics = server.get("/metrics").await.body;
+        if metrics.as_str().unwrap().contains("apiserver_registered_watchers 0") {
+            dropped = true;
+            break;
+        }
+    }
+    assert!(dropped, "a watcher that never reads was kept");
+    drop(stalled);
+}

@@ -110,7 +110,7 @@ pub async fn watch(mut request: ApiRequest) -> ApiResult<Response> {
     let guard = state.metrics.watch_opened();
     tokio::spawn(async move {
         let _guard = guard;
-        let pump = Pump { encoder, sender, last_revision: start };
+        let pump = Pump { encoder, sender, last_revision: start, grace: state.config.slow_watcher_grace };
         pump.run(initial, stream, timeout, bookmarks).await;
     });
 
@@ -123,15 +123,16 @@ struct Pump {
     encoder: Encoder,
     sender: mpsc::Sender<bytes::Bytes>,
     last_revision: Revision,
+    grace: Duration,
 }
 
 impl Pump {
-    /// Sends a line; false once the client is gone. A client that does not read
-    /// blocks this pump, the store's bounded buffer then fills and the store
-    /// ends the watch: a slow watcher is dropped, never buffered without end.
+    /// Sends a line; false once the client is gone or has not made room in its
+    /// queue within the grace period: a slow watcher is dropped, never buffered
+    /// without end.
     async fn send(&self, line: Option<bytes::Bytes>) -> bool {
         match line {
-            Some(line) => self.sender.send(line).await.is_ok(),
+            Some(line) => matches!(self.sender.send_timeout(line, self.grace).await, Ok(())),
             None => true,
         }
     }

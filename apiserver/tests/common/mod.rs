@@ -22,7 +22,12 @@ impl Drop for Server {
 }
 
 pub async fn start() -> Server {
-    start_with(apiserver::Config { bookmark_interval: Duration::from_millis(200), watch_queue: 64 }).await
+    start_with(apiserver::Config {
+        bookmark_interval: Duration::from_millis(200),
+        watch_queue: 64,
+        slow_watcher_grace: Duration::from_millis(200),
+    })
+    .await
 }
 
 pub async fn start_with(config: apiserver::Config) -> Server {
