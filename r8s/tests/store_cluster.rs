@@ -169,7 +169,7 @@ async fn sigkill_under_load_loses_no_acknowledged_write() {
     let root = temp_root();
     let mut server = Server::start(1, root.path(), None, &[]);
     let load = Load::start(Arc::new(server.client()), 16);
-    load.wait_for(300).await;
+    load.wait_for(2000).await;
     server.kill();
     let acknowledged = load.finish().await;
 

@@ -6,7 +6,8 @@
 //! * `state_machine`: the Mvcc and its snapshots.
 //! * `frame`, `rpc`, `connection`, `server`, `network`: the TCP protocol
 //!   between servers and from clients, on one port per server.
-//! * `node`: request handling and routing to the leader.
+//! * `node`: request handling and routing to the leader; `proposer`: batching
+//!   concurrent writes into one entry.
 //! * [`RaftStore`] (the [`crate::Store`]) and [`RaftClient`] (for other processes).
 
 mod client;
@@ -16,6 +17,7 @@ mod journal;
 mod log_store;
 mod network;
 mod node;
+mod proposer;
 mod rpc;
 mod server;
 mod state_machine;
@@ -32,11 +34,12 @@ pub use state_machine::{SnapshotError, StateMachineStore};
 pub use store::{RaftConfig, RaftStore, RaftStoreError};
 
 openraft::declare_raft_types!(
-    /// The types r8s's raft is built from: [`Command`]s go in, each entry gives
-    /// back what applying it did (`None` for raft's own entries).
+    /// The types r8s's raft is built from: an entry holds a batch of
+    /// [`Command`]s and gives back what applying each did (nothing for raft's
+    /// own entries).
     pub TypeConfig:
-        D = Command,
-        R = Option<Applied>,
+        D = Vec<Command>,
+        R = Vec<Applied>,
         NodeId = u64,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,

@@ -11,6 +11,7 @@ use openraft::{BasicNode, ChangeMembers, LogIdOptionExt, Raft};
 
 use super::connection::CallError;
 use super::network::Peers;
+use super::proposer::{Proposal, Proposer};
 use super::rpc::{RemoteError, Request, Response};
 use super::state_machine::StateMachineStore;
 use super::{NodeId, TypeConfig};
@@ -29,6 +30,7 @@ pub struct Node {
     pub raft: Raft<TypeConfig>,
     pub sm: StateMachineStore,
     pub peers: Peers,
+    proposer: Proposer,
 }
 
 /// Where a request for the leader ended up.
@@ -57,6 +59,10 @@ where
 }
 
 impl Node {
+    pub fn new(raft: Raft<TypeConfig>, sm: StateMachineStore, peers: Peers) -> Node {
+        Node { proposer: Proposer::start(raft.clone()), raft, sm, peers }
+    }
+
     /// Answers one request that came in on the raft port.
     pub async fn handle(&self, request: Request) -> Result<Response, RemoteError> {
         let raft = &self.raft;
@@ -156,13 +162,10 @@ impl Node {
 
     async fn as_leader(&self, request: &Request) -> Result<Routed, StoreError> {
         match request {
-            Request::Propose(command) => match self.raft.client_write(command.clone()).await {
-                Ok(written) => match written.data {
-                    Some(applied) => Ok(Routed::Done(Response::Applied(applied))),
-                    None => Err(StoreError::Internal("a command was applied without a result".into())),
-                },
-                Err(e) => not_leader(e),
-            },
+            Request::Propose(command) => Ok(match self.proposer.propose(command.clone()).await? {
+                Proposal::Applied(applied) => Routed::Done(Response::Applied(applied)),
+                Proposal::NotLeader(leader) => Routed::NotLeader(leader),
+            }),
             Request::ReadIndex => match self.raft.get_read_log_id().await {
                 Ok((read_log_id, _applied)) => Ok(Routed::Done(Response::ReadIndex(read_log_id))),
                 Err(e) => not_leader(e),

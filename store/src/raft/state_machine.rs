@@ -154,7 +154,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok((state.last_applied, state.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Option<Applied>>, StorageError<NodeId>>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<Applied>>, StorageError<NodeId>>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -164,11 +164,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         for entry in entries {
             state.last_applied = Some(entry.log_id);
             results.push(match entry.payload {
-                EntryPayload::Blank => None,
-                EntryPayload::Normal(command) => Some(state.mvcc.apply(command)),
+                EntryPayload::Blank => Vec::new(),
+                EntryPayload::Normal(commands) => {
+                    commands.into_iter().map(|command| state.mvcc.apply(command)).collect()
+                }
                 EntryPayload::Membership(membership) => {
                     state.membership = StoredMembership::new(Some(entry.log_id), membership);
-                    None
+                    Vec::new()
                 }
             });
         }

@@ -72,6 +72,9 @@ impl RaftConfig {
             election_timeout_max: 1000,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: self.logs_to_keep,
+            // An entry is a batch of up to 1 MiB of values (plus one value of up
+            // to 2 MiB): this keeps an AppendEntries message under 256 MiB.
+            max_payload_entries: 64,
             ..Default::default()
         }
         .validate()
@@ -116,7 +119,7 @@ impl RaftStore {
         let raft = Raft::new(config.node_id, Arc::new(config.raft_config()?), peers.clone(), log, sm.clone())
             .await
             .map_err(|e| RaftStoreError::Raft(e.to_string()))?;
-        let node = Arc::new(Node { raft, sm, peers });
+        let node = Arc::new(Node::new(raft, sm, peers));
         let server = tokio::spawn(server::serve(listener, node.clone()));
         let store = Arc::new_cyclic(|this: &Weak<RaftStore>| RaftStore {
             node,
