@@ -292,7 +292,7 @@ impl fmt::Display for Quantity {
         }
         let mut format = self.format;
         if format == Format::BinarySI
-            && (self.nanos.abs() < 1024 * NANOS_PER_UNIT || self.nanos % NANOS_PER_UNIT != 0)
+            && (self.nanos.unsigned_abs() < (1024 * NANOS_PER_UNIT) as u128 || self.nanos % NANOS_PER_UNIT != 0)
         {
             // Small or fractional binary values print as decimal to stay exact.
             format = Format::DecimalSI;

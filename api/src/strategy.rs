@@ -3,10 +3,14 @@
 //! the stored status kept on spec updates, the stored spec kept on status
 //! updates, and `metadata.generation` following spec changes.
 
-use k8s_openapi::api::core::v1::{LoadBalancerStatus, Pod, PodStatus, ServiceStatus};
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::{Binding, LoadBalancerStatus, Pod, PodCondition, PodStatus, Service, ServiceStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::defaults::generate_job_selector;
 use crate::quantity::Quantity;
+use crate::validation::{FieldError, Path};
 use crate::Object;
 
 /// Copies one field between two objects of the same kind, for the listed kinds.
@@ -138,6 +142,81 @@ pub fn qos_class(pod: &Pod) -> &'static str {
     }
 }
 
+/// Why a pod cannot be bound to a node (`pods/binding`); the API server answers 409.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BindError {
+    #[error("pod {pod} is already assigned to node {node:?}")]
+    AlreadyAssigned { pod: String, node: String },
+    #[error("pod {0} is being deleted, cannot be assigned to a host")]
+    BeingDeleted(String),
+}
+
+/// A `Binding` as Kubernetes' `ValidatePodBinding` checks it.
+pub fn validate_binding(binding: &Binding) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let target = Path::new("target");
+    let kind = binding.target.kind.as_deref().unwrap_or("");
+    if !kind.is_empty() && kind != "Node" {
+        errs.push(FieldError::not_supported(&target.child("kind"), kind, &["Node", "<empty>"]));
+    }
+    if binding.target.name.as_deref().unwrap_or("").is_empty() {
+        errs.push(FieldError::required(&target.child("name"), ""));
+    }
+    errs
+}
+
+/// Binds a pod to the binding's node as Kubernetes does: sets `spec.nodeName`,
+/// copies the binding's annotations and marks the pod `PodScheduled`.
+pub fn bind_pod(pod: &mut Pod, binding: &Binding, now: Time) -> Result<(), BindError> {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    if pod.metadata.deletion_timestamp.is_some() {
+        return Err(BindError::BeingDeleted(name));
+    }
+    let spec = pod.spec.get_or_insert_with(Default::default);
+    if let Some(node) = spec.node_name.as_deref().filter(|n| !n.is_empty()) {
+        return Err(BindError::AlreadyAssigned { pod: name, node: node.to_string() });
+    }
+    spec.node_name.clone_from(&binding.target.name);
+    if let Some(annotations) = &binding.metadata.annotations {
+        pod.metadata.annotations.get_or_insert_with(Default::default).extend(annotations.clone());
+    }
+    let conditions = pod.status.get_or_insert_with(Default::default).conditions.get_or_insert_with(Vec::new);
+    let scheduled = PodCondition {
+        type_: "PodScheduled".into(),
+        status: "True".into(),
+        last_transition_time: Some(now),
+        ..Default::default()
+    };
+    match conditions.iter_mut().find(|c| c.type_ == "PodScheduled") {
+        Some(existing) if existing.status == "True" => {}
+        Some(existing) => *existing = scheduled,
+        None => conditions.push(scheduled),
+    }
+    Ok(())
+}
+
+/// Whether the API server must allocate a cluster IP for this Service
+/// (not ExternalName, not headless, none set yet).
+pub fn needs_cluster_ip(service: &Service) -> bool {
+    let Some(spec) = &service.spec else { return false };
+    spec.type_.as_deref() != Some("ExternalName") && spec.cluster_ip.as_deref().unwrap_or("").is_empty()
+}
+
+/// Records an allocated (or, for `None`, headless) cluster IP the way Kubernetes
+/// shows it: `clusterIP`, `clusterIPs`, `ipFamilies`, `ipFamilyPolicy`.
+pub fn set_cluster_ip(service: &mut Service, ip: Option<IpAddr>) {
+    let spec = service.spec.get_or_insert_with(Default::default);
+    let family = match ip {
+        Some(IpAddr::V6(_)) => "IPv6",
+        _ => "IPv4",
+    };
+    let text = ip.map_or_else(|| "None".to_string(), |ip| ip.to_string());
+    spec.cluster_ip = Some(text.clone());
+    spec.cluster_ips = Some(vec![text]);
+    spec.ip_families.get_or_insert_with(|| vec![family.into()]);
+    spec.ip_family_policy.get_or_insert_with(|| "SingleStack".into());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,5 +287,43 @@ mod tests {
         prepare_for_status_update(&mut status_update, &old);
         let value = status_update.to_value().unwrap();
         assert_eq!((value["spec"]["replicas"].clone(), value["status"]["replicas"].clone()), (json!(1), json!(2)));
+    }
+
+    #[test]
+    fn binding_pods() {
+        let Object::Pod(mut pod) = pod_with(json!({})) else { unreachable!() };
+        let binding: Binding = serde_json::from_value(json!({"metadata": {"name": "p", "annotations": {"a": "b"}},
+            "target": {"kind": "Node", "name": "node-1"}})).unwrap();
+        assert!(validate_binding(&binding).is_empty());
+        let now = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        bind_pod(&mut pod, &binding, now.clone()).unwrap();
+        let value = serde_json::to_value(&*pod).unwrap();
+        assert_eq!(value["spec"]["nodeName"], json!("node-1"));
+        assert_eq!(value["metadata"]["annotations"], json!({"a": "b"}));
+        assert_eq!(value["status"]["conditions"][0]["type"], json!("PodScheduled"));
+        assert_eq!(
+            bind_pod(&mut pod, &binding, now).unwrap_err().to_string(),
+            "pod p is already assigned to node \"node-1\""
+        );
+        let bad: Binding = serde_json::from_value(json!({"metadata": {}, "target": {"kind": "Pod"}})).unwrap();
+        let errs: Vec<String> = validate_binding(&bad).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            errs,
+            ["target.kind: Unsupported value: \"Pod\": supported values: \"Node\", \"<empty>\"", "target.name: Required value"]
+        );
+    }
+
+    #[test]
+    fn cluster_ips() {
+        let Object::Service(mut service) = object(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
+            "spec": {"ports": [{"port": 80}]}})) else { unreachable!() };
+        assert!(needs_cluster_ip(&service));
+        set_cluster_ip(&mut service, Some("10.96.0.10".parse().unwrap()));
+        assert!(!needs_cluster_ip(&service));
+        let spec = serde_json::to_value(&service.spec).unwrap();
+        assert_eq!(
+            (spec["clusterIP"].clone(), spec["clusterIPs"].clone(), spec["ipFamilies"].clone(), spec["ipFamilyPolicy"].clone()),
+            (json!("10.96.0.10"), json!(["10.96.0.10"]), json!(["IPv4"]), json!("SingleStack"))
+        );
     }
 }
