@@ -1,8 +1,291 @@
-//! (Filled in by its own work.)
+//! `r8s-bench runtime`: run `/bin/true` in a container (create, start, wait,
+//! delete) from the same busybox root filesystem with r8s, runc and crun,
+//! one at a time and 10 in parallel, beside the floor of `unshare` alone.
+//!
+//! Each runtime is run through its CLI (`r8s runtime run`, `runc run`,
+//! `crun run`), so each sample includes starting the runtime's own binary.
+//! crun refuses hybrid cgroups while cgroup2 holds a controller, so its runs
+//! happen inside a private mount namespace with the cgroup2 mount detached:
+//! this benchmark re-executes itself there (`crun-worker`), and the host's
+//! mounts stay as they are.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::stats::{ms, print_table, Samples};
+
+const PARALLELISM: usize = 10;
+/// r8s's cgroups for the benchmark, and the parent of runc's and crun's.
+const CGROUP_ROOT: &str = "r8s-bench";
 
 #[derive(clap::Args)]
-pub struct RuntimeBenchArgs {}
+pub struct RuntimeBenchArgs {
+    /// Containers per runtime and mode.
+    #[arg(long, default_value_t = 50)]
+    runs: usize,
+    /// The r8s binary (default: `r8s` beside this benchmark).
+    #[arg(long)]
+    r8s: Option<PathBuf>,
+    #[command(subcommand)]
+    worker: Option<Worker>,
+}
 
-pub fn run(_args: RuntimeBenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not built yet")
+#[derive(clap::Subcommand)]
+enum Worker {
+    /// (internal) Time crun runs from inside the private mount namespace and
+    /// print one sample per line, in nanoseconds.
+    #[command(hide = true)]
+    CrunWorker {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        runs: usize,
+        #[arg(long)]
+        parallel: usize,
+    },
+}
+
+pub fn run(args: RuntimeBenchArgs) -> anyhow::Result<()> {
+    if let Some(Worker::CrunWorker { dir, runs, parallel }) = args.worker {
+        let bench = Bench::at(dir);
+        for sample in measure(runs, parallel, |_| bench.oci_runtime("crun"))? {
+            println!("{}", sample.as_nanos());
+        }
+        return Ok(());
+    }
+    let r8s = match args.r8s {
+        Some(path) => path,
+        None => std::env::current_exe()?.with_file_name("r8s"),
+    };
+    if !r8s.is_file() {
+        bail!("{} not found: build it first (cargo build --release -p r8s) or pass --r8s", r8s.display());
+    }
+    let dir = tempfile::Builder::new().prefix("r8s-bench-").tempdir()?;
+    let bench = Bench::at(dir.path().to_path_buf());
+    bench.prepare(&r8s)?;
+    let result = bench.compare(&r8s, args.runs);
+    bench.remove_cgroups();
+    result
+}
+
+struct Bench {
+    dir: PathBuf,
+    next: AtomicUsize,
+}
+
+/// Timings of one runtime: one at a time, and `PARALLELISM` at a time.
+struct Row {
+    name: &'static str,
+    sequential: Samples,
+    parallel: Samples,
+}
+
+impl Bench {
+    fn at(dir: PathBuf) -> Self {
+        Bench { dir, next: AtomicUsize::new(0) }
+    }
+
+    fn rootfs(&self) -> PathBuf {
+        self.dir.join("rootfs")
+    }
+
+    /// A busybox root filesystem, an image of it for r8s, and an OCI spec for
+    /// runc and crun (`runc spec`, running /bin/true without a terminal).
+    fn prepare(&self, r8s: &Path) -> anyhow::Result<()> {
+        let rootfs = self.rootfs();
+        std::fs::create_dir_all(rootfs.join("bin"))?;
+        for dir in ["proc", "sys", "dev", "tmp", "etc"] {
+            std::fs::create_dir_all(rootfs.join(dir))?;
+        }
+        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).context("copying /bin/busybox (busybox-static)")?;
+        for applet in ["true", "sh"] {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet))?;
+        }
+        check(Command::new(r8s).args(["image", "import-rootfs"]).arg(&rootfs).arg("bench-busybox").arg("--image-root").arg(self.dir.join("images")))?;
+        check(Command::new("runc").arg("spec").current_dir(&self.dir))?;
+        let path = self.dir.join("config.json");
+        let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+        spec["process"]["args"] = serde_json::json!(["/bin/true"]);
+        spec["process"]["terminal"] = serde_json::json!(false);
+        spec["root"]["path"] = serde_json::json!(rootfs);
+        std::fs::write(&path, serde_json::to_vec_pretty(&spec)?)?;
+        Ok(())
+    }
+
+    /// A bundle for container `id` of `runtime`: the shared spec with its
+    /// own cgroup below r8s-bench.
+    fn bundle(&self, runtime: &str, id: &str) -> anyhow::Result<PathBuf> {
+        let bundle = self.dir.join("bundles").join(id);
+        std::fs::create_dir_all(&bundle)?;
+        let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(self.dir.join("config.json"))?)?;
+        spec["linux"]["cgroupsPath"] = serde_json::json!(format!("/{CGROUP_ROOT}/{runtime}/{id}"));
+        std::fs::write(bundle.join("config.json"), serde_json::to_vec(&spec)?)?;
+        Ok(bundle)
+    }
+
+    fn id(&self, runtime: &str) -> String {
+        format!("r8s-bench-{runtime}-{}-{}", std::process::id(), self.next.fetch_add(1, Ordering::SeqCst))
+    }
+
+    fn r8s(&self, r8s: &Path) -> Command {
+        let mut command = Command::new(r8s);
+        command
+            .args(["runtime", "run", "--name", &self.id("r8s")])
+            .arg("--state-root")
+            .arg(self.dir.join("r8s-state"))
+            .args(["--cgroup-root", CGROUP_ROOT])
+            .arg("--image-root")
+            .arg(self.dir.join("images"))
+            .args(["bench-busybox", "--", "/bin/true"]);
+        command
+    }
+
+    fn oci_runtime(&self, runtime: &'static str) -> anyhow::Result<Command> {
+        let id = self.id(runtime);
+        let bundle = self.bundle(runtime, &id)?;
+        let mut command = Command::new(runtime);
+        command.arg("--root").arg(self.dir.join(format!("{runtime}-state"))).arg("run").arg("--bundle").arg(bundle).arg(id);
+        Ok(command)
+    }
+
+    fn compare(&self, r8s: &Path, runs: usize) -> anyhow::Result<()> {
+        let floor = || {
+            let mut c = Command::new("unshare");
+            c.args(["--fork", "--pid", "--mount", "--uts", "--ipc", "--net", "/bin/true"]);
+            Ok(c)
+        };
+        let mut rows = Vec::new();
+        rows.push(Row {
+            name: "floor: unshare --fork --pid --mount --uts --ipc --net /bin/true",
+            sequential: samples(measure(runs, 1, |_| floor())?),
+            parallel: samples(measure(runs, PARALLELISM, |_| floor())?),
+        });
+        rows.push(Row {
+            name: "crun run",
+            sequential: self.crun_in_private_mount_namespace(runs, 1)?,
+            parallel: self.crun_in_private_mount_namespace(runs, PARALLELISM)?,
+        });
+        rows.push(Row {
+            name: "runc run",
+            sequential: samples(measure(runs, 1, |_| self.oci_runtime("runc"))?),
+            parallel: samples(measure(runs, PARALLELISM, |_| self.oci_runtime("runc"))?),
+        });
+        rows.push(Row {
+            name: "r8s runtime run (overlay rootfs from the image store)",
+            sequential: samples(measure(runs, 1, |_| Ok(self.r8s(r8s)))?),
+            parallel: samples(measure(runs, PARALLELISM, |_| Ok(self.r8s(r8s)))?),
+        });
+        println!("`/bin/true` in a container, {runs} runs each, milliseconds (lower is better):\n");
+        let crun = &rows[1];
+        let ratio = |samples: &Samples, base: &Samples| {
+            format!("{:.2}x", samples.percentile(50.0).as_secs_f64() / base.percentile(50.0).as_secs_f64())
+        };
+        let table: Vec<Vec<String>> = rows
+            .iter()
+            .map(|row| {
+                vec![
+                    row.name.to_string(),
+                    ms(row.sequential.percentile(50.0)),
+                    ms(row.sequential.percentile(90.0)),
+                    ratio(&row.sequential, &crun.sequential),
+                    ms(row.parallel.percentile(50.0)),
+                    ms(row.parallel.percentile(90.0)),
+                    ratio(&row.parallel, &crun.parallel),
+                ]
+            })
+            .collect();
+        print_table(
+            &["runtime", "1 at a time p50", "p90", "p50 vs crun", &format!("{PARALLELISM} parallel p50"), "p90", "p50 vs crun"],
+            &table,
+        );
+        Ok(())
+    }
+
+    /// Runs the crun worker in a private mount namespace without the cgroup2 mount.
+    fn crun_in_private_mount_namespace(&self, runs: usize, parallel: usize) -> anyhow::Result<Samples> {
+        let me = std::env::current_exe()?;
+        let script = format!(
+            "umount /sys/fs/cgroup/unified && exec '{}' runtime crun-worker --dir '{}' --runs {runs} --parallel {parallel}",
+            me.display(),
+            self.dir.display()
+        );
+        let out = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .stderr(Stdio::inherit())
+            .output()?;
+        if !out.status.success() {
+            bail!("crun worker failed: {}", out.status);
+        }
+        let durations = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|line| line.trim().parse().map(Duration::from_nanos))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(samples(durations))
+    }
+
+    /// Removes the cgroups the benchmark's containers left (their parents).
+    fn remove_cgroups(&self) {
+        let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else { return };
+        for hierarchy in hierarchies.flatten() {
+            let root = hierarchy.path().join(CGROUP_ROOT);
+            for runtime in ["runc", "crun", ""] {
+                let _ = std::fs::remove_dir(root.join(runtime));
+            }
+        }
+    }
+}
+
+/// Runs `runs` commands, `parallel` at a time, and times each to its exit.
+fn measure(runs: usize, parallel: usize, command: impl Fn(usize) -> anyhow::Result<Command> + Sync) -> anyhow::Result<Vec<Duration>> {
+    let next = AtomicUsize::new(0);
+    let results: Vec<anyhow::Result<Vec<Duration>>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..parallel)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut samples = Vec::new();
+                    loop {
+                        let n = next.fetch_add(1, Ordering::SeqCst);
+                        if n >= runs {
+                            break;
+                        }
+                        let mut command = command(n)?;
+                        command.stdin(Stdio::null()).stdout(Stdio::null());
+                        let start = Instant::now();
+                        let status = command.status()?;
+                        samples.push(start.elapsed());
+                        if !status.success() {
+                            bail!("{command:?} failed: {status}");
+                        }
+                    }
+                    Ok(samples)
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap_or_else(|_| Err(anyhow::anyhow!("worker panicked")))).collect()
+    });
+    let mut all = Vec::new();
+    for samples in results {
+        all.extend(samples?);
+    }
+    Ok(all)
+}
+
+fn samples(durations: Vec<Duration>) -> Samples {
+    let mut samples = Samples::default();
+    for d in durations {
+        samples.push(d);
+    }
+    samples
+}
+
+fn check(command: &mut Command) -> anyhow::Result<()> {
+    let status = command.stdout(Stdio::null()).status().with_context(|| format!("running {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed: {status}");
+    }
+    Ok(())
 }

@@ -108,8 +108,7 @@ impl ImageStore {
         {
             let mut builder = tar::Builder::new(tar_file.as_file_mut());
             builder.follow_symlinks(false);
-            builder
-                .append_dir_all(".", dir)
+            archive_dir(&mut builder, dir, Path::new(""), &mut HashMap::new())
                 .and_then(|()| builder.finish())
                 .map_err(ImageError::io(format!("archiving {}", dir.display())))?;
         }
@@ -303,6 +302,40 @@ impl ImageStore {
         self.save(&image)?;
         Ok(image)
     }
+}
+
+/// Appends the tree below `root/relative` to `builder`, sorted, with hard
+/// links as links to the first path of each inode (`tar`'s own
+/// `append_dir_all` would store each as a separate copy).
+fn archive_dir<W: std::io::Write>(
+    builder: &mut tar::Builder<W>,
+    root: &Path,
+    relative: &Path,
+    seen: &mut HashMap<(u64, u64), PathBuf>,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let mut entries: Vec<_> = std::fs::read_dir(root.join(relative))?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = relative.join(entry.file_name());
+        let meta = entry.path().symlink_metadata()?;
+        if meta.is_file() && meta.nlink() > 1 {
+            if let Some(first) = seen.get(&(meta.dev(), meta.ino())) {
+                let mut header = tar::Header::new_gnu();
+                header.set_metadata(&meta);
+                header.set_entry_type(tar::EntryType::Link);
+                header.set_size(0);
+                builder.append_link(&mut header, &path, first)?;
+                continue;
+            }
+            seen.insert((meta.dev(), meta.ino()), path.clone());
+        }
+        builder.append_path_with_name(entry.path(), &path)?;
+        if meta.is_dir() {
+            archive_dir(builder, root, &path, seen)?;
+        }
+    }
+    Ok(())
 }
 
 fn check_layer_media_type(layer: &Descriptor) -> Result<(), ImageError> {
