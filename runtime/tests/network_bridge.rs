@@ -132,7 +132,7 @@ async fn crash_between_allocation_and_setup_leaks_nothing() {
     // The runtime allocated and died before making any link.
     let state = node.network.config().state_dir.clone();
     let ledger = IpAllocator::new(node.network.config().pod_cidr, &state).expect("ledger");
-    let orphan = ledger.allocate("crashed").expect("allocate");
+    let orphan = ledger.allocate("crashed", false).expect("allocate");
 
     assert_eq!(node.network.status("crashed", pod.path()).await.expect("status"), None, "no link, no network");
     node.network.teardown("crashed", pod.path()).await.expect("teardown");

@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use tracing::{debug, info_span, Instrument};
 
 use super::hostport::HostPorts;
-use super::ipam::{IpAllocator, IpamError};
+use super::ipam::{IpAllocator, IpamError, Lease};
 use super::netlink::Netlink;
 use super::netns::run_in_netns;
 use super::{GcReport, NetworkError, PodNetwork, PodNetworkRequest, PodNetworkStatus, PortMapping};
@@ -195,7 +195,8 @@ impl PodNetwork for BridgeNetwork {
                 NetworkError::InvalidRequest(format!("network namespace {}: {e}", request.netns.display()))
             })?;
             let owner = request.sandbox_id.clone();
-            let address = self.ledger(move |addresses| addresses.allocate(&owner)).await?;
+            let host_ports = request.mapped_ports().next().is_some();
+            let address = self.ledger(move |addresses| addresses.allocate(&owner, host_ports)).await?;
             match self.connect(request, &pod_netns, address).await {
                 Ok(status) => {
                     debug!(address = %status.address, "pod network set up");
@@ -218,7 +219,8 @@ impl PodNetwork for BridgeNetwork {
         // The pod side needs no work: deleting one end of a veth pair deletes
         // both, and the namespace may already be gone.
         let owner = sandbox_id.to_owned();
-        if let Some(address) = self.ledger(move |addresses| addresses.lookup(&owner)).await? {
+        let lease = self.ledger(move |addresses| addresses.lookup(&owner)).await?;
+        if let Some(Lease { address, host_ports: true }) = lease {
             self.inner.host_ports.remove_where(|target| target == address).await?;
         }
         self.inner.node.delete_link(&host_veth_name(sandbox_id)).await?;
@@ -230,7 +232,7 @@ impl PodNetwork for BridgeNetwork {
 
     async fn status(&self, sandbox_id: &str, _netns: &Path) -> Result<Option<PodNetworkStatus>, NetworkError> {
         let owner = sandbox_id.to_owned();
-        let Some(address) = self.ledger(move |addresses| addresses.lookup(&owner)).await? else {
+        let Some(Lease { address, .. }) = self.ledger(move |addresses| addresses.lookup(&owner)).await? else {
             return Ok(None);
         };
         // An address without its link is a setup that did not finish.

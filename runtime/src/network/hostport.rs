@@ -106,34 +106,44 @@ add rule ip {table} hostport_postrouting ct status dnat ip saddr {subnet} ip dad
     /// Maps `mappings` to the pod at `pod`. Mappings the pod already has are
     /// left alone; a host port held by another pod is an error and nothing is added.
     pub async fn add(&self, pod: Ipv4Addr, mappings: &[PortMapping]) -> Result<(), HostPortError> {
-        if mappings.is_empty() {
-            return Ok(());
-        }
-        let existing = self.elements().await?;
-        let mut wanted = Vec::new();
-        for mapping in mappings {
-            let element = Element::new(pod, mapping);
-            match existing.iter().find(|e| e.map == element.map && e.key == element.key) {
-                Some(present) if *present == element => {}
-                Some(present) => return Err(taken(mapping, present.value.clone())),
-                None => wanted.push((mapping, element)),
-            }
-        }
+        let wanted: Vec<(&PortMapping, Element)> = mappings.iter().map(|m| (m, Element::new(pod, m))).collect();
         if wanted.is_empty() {
             return Ok(());
         }
-        // `create` (not `add`) fails on a key that appeared since the listing,
-        // and the whole batch with it.
-        let script: String = wanted
+        // The common case costs one nft run: `create` fails, as one batch, if
+        // any key exists. Only then look at what is there.
+        match self.create(&wanted).await {
+            Err(HostPortError::Nft { stderr }) if stderr.contains("File exists") => {}
+            other => return other,
+        }
+        let existing = self.elements().await?;
+        let mut missing = Vec::new();
+        for (mapping, element) in wanted {
+            match existing.iter().find(|e| e.map == element.map && e.key == element.key) {
+                // This pod's own mapping, from an earlier setup.
+                Some(present) if *present == element => {}
+                Some(present) => return Err(taken(mapping, present.value.clone())),
+                None => missing.push((mapping, element)),
+            }
+        }
+        match self.create(&missing).await {
+            Err(HostPortError::Nft { stderr }) if stderr.contains("File exists") => {
+                Err(taken(missing[0].0, "another pod, added at the same time".to_owned()))
+            }
+            other => other,
+        }
+    }
+
+    /// Adds `elements` in one batch that fails whole if any key exists.
+    async fn create(&self, elements: &[(&PortMapping, Element)]) -> Result<(), HostPortError> {
+        if elements.is_empty() {
+            return Ok(());
+        }
+        let script: String = elements
             .iter()
             .map(|(_, e)| format!("create element ip {} {} {{ {} : {} }}\n", self.table, e.map, e.key, e.value))
             .collect();
-        match self.nft(&["-f", "-"], Some(script)).await {
-            Err(HostPortError::Nft { stderr }) if stderr.contains("File exists") => {
-                Err(taken(wanted[0].0, "another pod (added concurrently)".to_owned()))
-            }
-            other => other.map(drop),
-        }
+        self.nft(&["-f", "-"], Some(script)).await.map(drop)
     }
 
     /// Removes every mapping whose pod address `remove` selects; returns how many.

@@ -46,8 +46,24 @@ struct Ledger {
     subnet: Ipv4Net,
     /// The address handed out last; the next search starts after it.
     last: Option<Ipv4Addr>,
-    /// Address → owning sandbox id.
-    allocations: BTreeMap<Ipv4Addr, String>,
+    allocations: BTreeMap<Ipv4Addr, Allocation>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Allocation {
+    /// The sandbox id.
+    owner: String,
+    /// Whether the owner was given hostPort mappings, so teardown knows
+    /// whether there are nftables elements to look for.
+    host_ports: bool,
+}
+
+/// An address held by a sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub address: Ipv4Addr,
+    /// The holder has (or had) hostPort mappings.
+    pub host_ports: bool,
 }
 
 /// Hands out the pod addresses of one node's pod CIDR.
@@ -79,22 +95,30 @@ impl IpAllocator {
         Ipv4Addr::from(u32::from(self.subnet.network()) + 1)
     }
 
-    /// The address of `owner`, handing out a free one if it has none yet.
-    pub fn allocate(&self, owner: &str) -> Result<Ipv4Addr, IpamError> {
+    /// The address of `owner`, handing out a free one if it has none yet;
+    /// `host_ports` records that the owner gets hostPort mappings (it stays
+    /// recorded until the address is released).
+    pub fn allocate(&self, owner: &str, host_ports: bool) -> Result<Ipv4Addr, IpamError> {
         self.with_ledger(|ledger| {
-            if let Some(address) = owner_address(ledger, owner) {
-                return Ok((address, false));
+            if let Some((address, held)) = ledger.allocations.iter_mut().find(|(_, held)| held.owner == owner) {
+                let changed = host_ports && !held.host_ports;
+                held.host_ports |= host_ports;
+                return Ok((*address, changed));
             }
             let address = self.next_free(ledger)?;
-            ledger.allocations.insert(address, owner.to_owned());
+            ledger.allocations.insert(address, Allocation { owner: owner.to_owned(), host_ports });
             ledger.last = Some(address);
             Ok((address, true))
         })
     }
 
-    /// The address `owner` holds, if any.
-    pub fn lookup(&self, owner: &str) -> Result<Option<Ipv4Addr>, IpamError> {
-        self.with_ledger(|ledger| Ok((owner_address(ledger, owner), false)))
+    /// What `owner` holds, if anything.
+    pub fn lookup(&self, owner: &str) -> Result<Option<Lease>, IpamError> {
+        self.with_ledger(|ledger| {
+            let lease = owner_address(ledger, owner)
+                .map(|address| Lease { address, host_ports: ledger.allocations[&address].host_ports });
+            Ok((lease, false))
+        })
     }
 
     /// Frees the address of `owner`; returns it, or `None` if it held none.
@@ -113,16 +137,18 @@ impl IpAllocator {
     pub fn retain(&self, keep: impl Fn(&str) -> bool) -> Result<Vec<(Ipv4Addr, String)>, IpamError> {
         self.with_ledger(|ledger| {
             let (kept, freed): (BTreeMap<_, _>, BTreeMap<_, _>) =
-                std::mem::take(&mut ledger.allocations).into_iter().partition(|(_, owner)| keep(owner));
+                std::mem::take(&mut ledger.allocations).into_iter().partition(|(_, held)| keep(&held.owner));
             ledger.allocations = kept;
             let changed = !freed.is_empty();
-            Ok((freed.into_iter().collect(), changed))
+            Ok((freed.into_iter().map(|(address, held)| (address, held.owner)).collect(), changed))
         })
     }
 
     /// Every address handed out, with its owner.
     pub fn allocations(&self) -> Result<BTreeMap<Ipv4Addr, String>, IpamError> {
-        self.with_ledger(|ledger| Ok((ledger.allocations.clone(), false)))
+        self.with_ledger(|ledger| {
+            Ok((ledger.allocations.iter().map(|(address, held)| (*address, held.owner.clone())).collect(), false))
+        })
     }
 
     /// The first free pod address after the last one handed out, wrapping around.
@@ -206,7 +232,7 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> IpamError {
 }
 
 fn owner_address(ledger: &Ledger, owner: &str) -> Option<Ipv4Addr> {
-    ledger.allocations.iter().find(|(_, held_by)| held_by.as_str() == owner).map(|(address, _)| *address)
+    ledger.allocations.iter().find(|(_, held)| held.owner == owner).map(|(address, _)| *address)
 }
 
 #[cfg(test)]
@@ -224,15 +250,15 @@ mod tests {
     fn gateway_is_first_host_and_pods_follow() {
         let (_dir, ipam) = allocator("10.244.1.0/24");
         assert_eq!(ipam.gateway(), Ipv4Addr::new(10, 244, 1, 1));
-        assert_eq!(ipam.allocate("a").unwrap(), Ipv4Addr::new(10, 244, 1, 2));
-        assert_eq!(ipam.allocate("b").unwrap(), Ipv4Addr::new(10, 244, 1, 3));
+        assert_eq!(ipam.allocate("a", false).unwrap(), Ipv4Addr::new(10, 244, 1, 2));
+        assert_eq!(ipam.allocate("b", false).unwrap(), Ipv4Addr::new(10, 244, 1, 3));
     }
 
     #[test]
     fn allocation_is_idempotent_per_owner() {
         let (_dir, ipam) = allocator("10.244.1.0/24");
-        let first = ipam.allocate("a").unwrap();
-        assert_eq!(ipam.allocate("a").unwrap(), first);
+        let first = ipam.allocate("a", false).unwrap();
+        assert_eq!(ipam.allocate("a", false).unwrap(), first);
         assert_eq!(ipam.allocations().unwrap().len(), 1);
     }
 
@@ -241,38 +267,48 @@ mod tests {
         // /29: .1 gateway, .2–.6 pods, .7 broadcast.
         let (_dir, ipam) = allocator("10.244.9.0/29");
         for owner in ["a", "b", "c", "d", "e"] {
-            ipam.allocate(owner).unwrap();
+            ipam.allocate(owner, false).unwrap();
         }
-        let err = ipam.allocate("f").unwrap_err();
+        let err = ipam.allocate("f", false).unwrap_err();
         assert!(matches!(err, IpamError::Exhausted { capacity: 5, .. }), "{err}");
         assert!(err.to_string().contains("10.244.9.0/29"), "{err}");
         let freed = ipam.release("c").unwrap().expect("c held an address");
         assert_eq!(ipam.release("c").unwrap(), None, "release is idempotent");
-        assert_eq!(ipam.allocate("f").unwrap(), freed);
+        assert_eq!(ipam.allocate("f", false).unwrap(), freed);
+    }
+
+    #[test]
+    fn host_ports_are_remembered_until_release() {
+        let (_dir, ipam) = allocator("10.244.1.0/24");
+        let address = ipam.allocate("a", true).unwrap();
+        assert_eq!(ipam.allocate("a", false).unwrap(), address);
+        assert_eq!(ipam.lookup("a").unwrap(), Some(Lease { address, host_ports: true }));
+        ipam.release("a").unwrap();
+        assert_eq!(ipam.lookup("a").unwrap(), None);
     }
 
     #[test]
     fn round_robin_does_not_reuse_at_once() {
         let (_dir, ipam) = allocator("10.244.1.0/24");
-        let a = ipam.allocate("a").unwrap();
+        let a = ipam.allocate("a", false).unwrap();
         ipam.release("a").unwrap();
-        assert_ne!(ipam.allocate("b").unwrap(), a);
+        assert_ne!(ipam.allocate("b", false).unwrap(), a);
     }
 
     #[test]
     fn ledger_survives_a_new_allocator() {
         let (dir, ipam) = allocator("10.244.1.0/24");
-        let a = ipam.allocate("a").unwrap();
+        let a = ipam.allocate("a", false).unwrap();
         let again = IpAllocator::new("10.244.1.0/24".parse().unwrap(), dir.path().join("ipam")).unwrap();
-        assert_eq!(again.lookup("a").unwrap(), Some(a));
-        assert_ne!(again.allocate("b").unwrap(), a);
+        assert_eq!(again.lookup("a").unwrap(), Some(Lease { address: a, host_ports: false }));
+        assert_ne!(again.allocate("b", false).unwrap(), a);
     }
 
     #[test]
     fn retain_frees_dead_owners() {
         let (_dir, ipam) = allocator("10.244.1.0/24");
-        ipam.allocate("live").unwrap();
-        let dead = ipam.allocate("dead").unwrap();
+        ipam.allocate("live", false).unwrap();
+        let dead = ipam.allocate("dead", false).unwrap();
         let freed = ipam.retain(|owner| owner == "live").unwrap();
         assert_eq!(freed, vec![(dead, "dead".to_owned())]);
         assert_eq!(ipam.allocations().unwrap().len(), 1);
@@ -281,9 +317,9 @@ mod tests {
     #[test]
     fn changed_subnet_with_live_pods_is_refused() {
         let (dir, ipam) = allocator("10.244.1.0/24");
-        ipam.allocate("a").unwrap();
+        ipam.allocate("a", false).unwrap();
         let moved = IpAllocator::new("10.244.2.0/24".parse().unwrap(), dir.path().join("ipam")).unwrap();
-        assert!(matches!(moved.allocate("b"), Err(IpamError::SubnetChanged { count: 1, .. })));
+        assert!(matches!(moved.allocate("b", false), Err(IpamError::SubnetChanged { count: 1, .. })));
     }
 
     #[test]
@@ -300,7 +336,7 @@ mod tests {
             let workers: Vec<_> = (0..16)
                 .map(|n| {
                     let ipam = ipam.clone();
-                    scope.spawn(move || ipam.allocate(&format!("pod-{n}")).unwrap())
+                    scope.spawn(move || ipam.allocate(&format!("pod-{n}"), false).unwrap())
                 })
                 .collect();
             workers.into_iter().map(|w| w.join().unwrap()).collect()

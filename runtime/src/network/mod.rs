@@ -27,7 +27,7 @@ use ipnet::Ipv4Net;
 
 pub use bridge::{BridgeConfig, BridgeNetwork};
 pub use hostport::HostPortError;
-pub use ipam::{IpAllocator, IpamError};
+pub use ipam::{IpAllocator, IpamError, Lease};
 pub use netlink::NetlinkError;
 pub use netns::{NetNs, NetnsError};
 
