@@ -9,6 +9,8 @@
 //! time and for 50 pods at once, without and with a hostPort mapping, all in
 //! namespaces the run makes (see `network_fixture`).
 
+// Shared with network_bridge.rs; this benchmark uses only part of it.
+#[allow(dead_code)]
 mod network_fixture;
 
 use std::time::{Duration, Instant};
