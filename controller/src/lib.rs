@@ -4,6 +4,7 @@
 
 pub mod context;
 pub mod deployment;
+pub mod hollow;
 pub mod manager;
 pub mod pods;
 pub mod replicaset;
