@@ -11,7 +11,8 @@
 //! - [`strategy`]: what the API server does around writes (fresh status on create, status kept on
 //!   spec updates, generation, QoS class).
 //! - [`scale`]: the autoscaling/v1 `Scale` view of Deployments and ReplicaSets.
-//! - [`quantity`], [`selector`], [`owner`]: resource quantities, label/field selectors, owner references.
+//! - [`quantity`], [`resources`], [`selector`], [`owner`]: resource quantities, a pod's effective
+//!   requests and limits, label/field selectors, owner references.
 
 pub mod decode;
 pub mod defaults;
@@ -19,6 +20,7 @@ mod object;
 pub mod owner;
 pub mod quantity;
 pub mod registry;
+pub mod resources;
 pub mod scale;
 pub mod schema;
 pub mod selector;

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{Binding, LoadBalancerStatus, Pod, PodCondition,
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::defaults::generate_job_selector;
-use crate::quantity::Quantity;
+use crate::resources::{add_into, parse_resource_list, ResourceList};
 use crate::validation::{FieldError, Path};
 use crate::Object;
 
@@ -99,43 +99,28 @@ pub fn prepare_for_finalize(new: &mut Object, old: &Object) {
     }
 }
 
-/// The pod's QoS class (`Guaranteed`, `Burstable`, `BestEffort`), as `qos.GetPodQOS`.
+/// The pod's QoS class (`Guaranteed`, `Burstable`, `BestEffort`), as `qos.GetPodQOS`:
+/// only positive cpu and memory amounts count.
 pub fn qos_class(pod: &Pod) -> &'static str {
     let Some(spec) = &pod.spec else { return "BestEffort" };
-    let mut requests: Vec<(String, Quantity)> = Vec::new();
-    let mut limits: Vec<(String, Quantity)> = Vec::new();
-    let mut guaranteed = true;
-    let add = |totals: &mut Vec<(String, Quantity)>, name: &str, q: Quantity| match totals.iter_mut().find(|(n, _)| n == name) {
-        Some((_, total)) => *total = total.checked_add(&q).unwrap_or(*total),
-        None => totals.push((name.to_string(), q)),
+    let compute = |list| {
+        let mut parsed = parse_resource_list(list);
+        parsed.retain(|name, q| matches!(name.as_str(), "cpu" | "memory") && q.nanos() > 0);
+        parsed
     };
-    let positive = |list: Option<&std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>| {
-        list.into_iter()
-            .flatten()
-            .filter(|(name, _)| matches!(name.as_str(), "cpu" | "memory"))
-            .filter_map(|(name, q)| Some((name.clone(), Quantity::try_from(q).ok()?)))
-            .filter(|(_, q)| q.nanos() > 0)
-            .collect::<Vec<_>>()
-    };
+    let mut requests = ResourceList::new();
+    let mut limits = ResourceList::new();
+    let mut every_container_limited = true;
     for container in spec.containers.iter().chain(spec.init_containers.iter().flatten()) {
         let resources = container.resources.as_ref();
-        for (name, q) in positive(resources.and_then(|r| r.requests.as_ref())) {
-            add(&mut requests, &name, q);
-        }
-        let container_limits = positive(resources.and_then(|r| r.limits.as_ref()));
-        let has = |n: &str| container_limits.iter().any(|(name, _)| name == n);
-        if !(has("cpu") && has("memory")) {
-            guaranteed = false;
-        }
-        for (name, q) in container_limits {
-            add(&mut limits, &name, q);
-        }
+        let container_limits = compute(resources.and_then(|r| r.limits.as_ref()));
+        every_container_limited &= container_limits.len() == 2;
+        add_into(&mut requests, &compute(resources.and_then(|r| r.requests.as_ref())));
+        add_into(&mut limits, &container_limits);
     }
     if requests.is_empty() && limits.is_empty() {
-        return "BestEffort";
-    }
-    let limits_match = requests.iter().all(|(name, req)| limits.iter().any(|(n, lim)| n == name && lim == req));
-    if guaranteed && limits_match && requests.len() == limits.len() {
+        "BestEffort"
+    } else if every_container_limited && requests == limits {
         "Guaranteed"
     } else {
         "Burstable"
