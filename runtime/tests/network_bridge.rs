@@ -10,6 +10,7 @@ use ipnet::Ipv4Net;
 use network_fixture::{call, echo_server, Namespaces, TestNode};
 use runtime::network::bridge::host_veth_name;
 use runtime::network::netlink::Netlink;
+use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
 use runtime::network::{
     BridgeConfig, BridgeNetwork, HostPortError, IpAllocator, IpamError, NetNs, NetworkError, PodNetwork, PortMapping,
     Protocol,
@@ -239,4 +240,77 @@ async fn bad_requests_get_clear_errors() {
     config.bridge = "this-name-is-too-long".into();
     let err = BridgeNetwork::new(config).await.err().expect("bad bridge name");
     assert!(matches!(err, NetworkError::InvalidConfig(_)), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_setups_get_distinct_addresses() {
+    let mut node = TestNode::start("10.244.11.0/24").await;
+    let pods: Vec<NetNs> = (0..12).map(|n| node.pod_netns(&format!("pod{n}"))).collect();
+    let requests: Vec<_> = pods.iter().enumerate().map(|(n, ns)| node.request(&format!("sandbox-{n}"), ns, vec![])).collect();
+    let statuses = futures::future::join_all(requests.iter().map(|request| node.network.setup(request))).await;
+    let addresses: Vec<Ipv4Addr> = statuses.into_iter().map(|s| s.expect("setup").address.addr()).collect();
+    let unique: HashSet<_> = addresses.iter().collect();
+    assert_eq!(unique.len(), addresses.len(), "{addresses:?}");
+
+    echo_server(&pods[0], ECHO_PORT, 1, "first");
+    let answer = call(&pods[11], SocketAddr::from((addresses[0], ECHO_PORT)), "last").expect("last → first");
+    assert_eq!(answer, "first: last");
+
+    let teardowns = futures::future::join_all(requests.iter().map(|r| node.network.teardown(&r.sandbox_id, &r.netns))).await;
+    teardowns.into_iter().for_each(|t| t.expect("teardown"));
+    let ledger = IpAllocator::new(node.network.config().pod_cidr, &node.network.config().state_dir).expect("ledger");
+    assert!(ledger.allocations().expect("ledger").is_empty(), "every address freed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_runtime_keeps_running_pods() {
+    let mut node = TestNode::start("10.244.12.0/24").await;
+    let pod = node.pod_netns("pod");
+    let before = node.network.setup(&node.request("sandbox", &pod, vec![tcp(ECHO_PORT, 30090)])).await.expect("setup");
+
+    // The runtime restarts: a new BridgeNetwork over the same node and state.
+    let restarted = BridgeNetwork::new(node.network.config().clone()).await.expect("node setup again");
+    node.network = restarted;
+    assert_eq!(node.network.status("sandbox", pod.path()).await.expect("status"), Some(before.clone()));
+
+    echo_server(&pod, ECHO_PORT, 2, "pod");
+    let direct = SocketAddr::from((before.address.addr(), ECHO_PORT));
+    assert_eq!(call(&node.node, direct, "a").expect("pod address"), "pod: a");
+    let host_port = SocketAddr::from((before.gateway, 30090));
+    assert_eq!(call(&node.node, host_port, "b").expect("hostPort kept"), "pod: b");
+
+    let other = node.pod_netns("other");
+    let next = node.network.setup(&node.request("other", &other, vec![])).await.expect("setup after restart");
+    assert_ne!(next.address, before.address, "the ledger survived the restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_get_the_configured_mtu() {
+    let mut namespaces = Namespaces::new();
+    let node_ns = namespaces.create("node");
+    let mut config = BridgeConfig::new("10.244.13.0/24".parse().unwrap(), namespaces.root().join("state"));
+    config.node_netns = Some(node_ns.path().to_owned());
+    config.mtu = 1400;
+    let network = BridgeNetwork::new(config).await.expect("node");
+    let pod = namespaces.create("pod");
+    let request = runtime::network::PodNetworkRequest {
+        sandbox_id: "sandbox".into(),
+        netns: pod.path().to_owned(),
+        pod_namespace: "default".into(),
+        pod_name: "web".into(),
+        port_mappings: vec![],
+    };
+    assert_eq!(network.setup(&request).await.expect("setup").mtu, 1400);
+
+    let mtu_of = |link: Option<LinkMessage>| {
+        link.expect("link exists").attributes.iter().find_map(|a| match a {
+            LinkAttribute::Mtu(mtu) => Some(*mtu),
+            _ => None,
+        })
+    };
+    let node_netlink = Netlink::connect(Some(node_ns.path())).await.expect("netlink");
+    assert_eq!(mtu_of(node_netlink.link("r8s0").await.expect("bridge")), Some(1400));
+    assert_eq!(mtu_of(node_netlink.link(&host_veth_name("sandbox")).await.expect("veth")), Some(1400));
+    let pod_netlink = Netlink::connect(Some(pod.path())).await.expect("netlink");
+    assert_eq!(mtu_of(pod_netlink.link("eth0").await.expect("eth0")), Some(1400));
 }
