@@ -66,7 +66,8 @@ pub struct ApiError {
     pub code: u16,
     pub reason: &'static str,
     pub message: String,
-    pub details: Details,
+    /// Boxed: errors travel in every `Result` of the server.
+    pub details: Box<Details>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -76,7 +77,7 @@ pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 
 impl ApiError {
     fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        Self { code, reason, message: message.into(), details: Details::default() }
+        Self { code, reason, message: message.into(), details: Box::default() }
     }
 
     fn about(mut self, resource: &QualifiedResource, name: &str) -> Self {
@@ -190,13 +191,13 @@ impl ApiError {
             many => format!("[{}]", many.join(", ")),
         };
         let mut error = Self::new(422, "Invalid", format!("{qualified_kind} \"{name}\" is invalid: {summary}"));
-        error.details = Details {
+        error.details = Box::new(Details {
             name: name.to_string(),
             group: group.to_string(),
             kind: kind.to_string(),
             causes,
             retry_after_seconds: None,
-        };
+        });
         error
     }
 

@@ -120,6 +120,18 @@ async fn kubectl_end_to_end() {
     let pod = kubectl.write("pod.yaml", POD);
     assert!(kubectl.run(&["create", "-f", &pod]).await.contains("pod/web created"));
 
+    // Strict server-side validation of unknown fields; --validate=false sends them anyway.
+    let unknown = kubectl.write("bad.yaml", &POD.replace("name: web", "name: bad").replace("  containers:", "  bogusField: 1\n  containers:"));
+    let rejected = kubectl.run_failing(&["create", "-f", &unknown]).await;
+    assert!(rejected.contains("unknown field \"spec.bogusField\""), "{rejected}");
+    assert!(kubectl.run(&["create", "-f", &unknown, "--validate=false"]).await.contains("pod/bad created"));
+    kubectl.run(&["delete", "pod", "bad"]).await;
+
+    // Validation errors come back as kubectl prints them.
+    let invalid = kubectl.write("invalid.yaml", &POD.replace("name: web", "name: invalid").replace("    image: nginx:1.25\n", ""));
+    let rejected = kubectl.run_failing(&["create", "-f", &invalid]).await;
+    assert!(rejected.contains("is invalid") && rejected.contains("spec.containers[0].image: Required value"), "{rejected}");
+
     // get as a table, yaml and json.
     let table = kubectl.run(&["get", "pods"]).await;
     let header = table.lines().next().unwrap_or("");
@@ -207,6 +219,12 @@ async fn kubectl_end_to_end() {
     assert!(all.contains("pod/web") && all.contains("deployment.apps/app"), "{all}");
     let resources = kubectl.run(&["api-resources"]).await;
     assert!(resources.contains("deployments") && resources.contains("deploy"), "{resources}");
+
+    // explain reads the OpenAPI schemas.
+    let explained = kubectl.run(&["explain", "deployment.spec.replicas"]).await;
+    assert!(explained.contains("replicas") && explained.contains("integer"), "{explained}");
+    let namespaces = kubectl.run(&["get", "namespaces"]).await;
+    assert!(namespaces.contains("kube-system") && namespaces.contains("Active"), "{namespaces}");
 
     // delete.
     assert!(kubectl.run(&["delete", "pod", "web"]).await.contains("pod \"web\" deleted"));

@@ -66,9 +66,8 @@ impl ApiRequest {
         let object: Value = if content_type.contains("yaml") {
             crate::model::decode_yaml(bytes).map_err(ApiError::bad_request)?
         } else {
-            serde_json::from_slice(&bytes).map_err(|e| {
-                ApiError::bad_request(format!("Object 'Kind' is missing in '{}': {e}", String::from_utf8_lossy(&bytes[..bytes.len().min(200)])))
-            })?
+            serde_json::from_slice(bytes)
+                .map_err(|e| ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}")))?
         };
         if !object.is_object() {
             return Err(ApiError::bad_request("the body of the request must be a JSON object"));
@@ -112,6 +111,7 @@ pub async fn handle(State(state): State<SharedState>, request: Request) -> Respo
             ("get".to_string(), String::new(), discovery::resource_list(&state, &group, &version))
         }
         Ok(Route::Resource(target)) => {
+            let target = *target;
             let resource = target.resource.plural.clone();
             let verb = verb_of(&parts.method, &target, parts.uri.query());
             let parsed = match Params::parse(parts.uri.query()) {
@@ -142,7 +142,7 @@ async fn read_body(body: Body) -> ApiResult<bytes::Bytes> {
 
 enum Route {
     Discovery { group: String, version: String },
-    Resource(Target),
+    Resource(Box<Target>),
 }
 
 /// Splits a path into group, version, and then namespace, resource, name and
@@ -180,7 +180,7 @@ fn parse_path(state: &SharedState, path: &str) -> ApiResult<Route> {
         [name, sub] if resource.has_subresource(sub) => (Some(name.to_string()), Some(sub.to_string())),
         _ => return Err(ApiError::no_route(path)),
     };
-    Ok(Route::Resource(Target { resource, namespace, name, subresource }))
+    Ok(Route::Resource(Box::new(Target { resource, namespace, name, subresource })))
 }
 
 /// The Kubernetes verb of a request, as metrics and errors name it.
