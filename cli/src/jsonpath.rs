@@ -213,7 +213,7 @@ fn parse_path(s: &str) -> anyhow::Result<Path> {
             }
             '[' => {
                 let close = matching_bracket(&chars, i)
-                    .ok_or_else(|| anyhow::anyhow!("unterminated array at {}", &s[..]))?;
+                    .ok_or_else(|| anyhow::anyhow!("unterminated array in {s}"))?;
                 let inner: String = chars[i + 1..close].iter().collect();
                 steps.push(parse_bracket(inner.trim())?);
                 i = close + 1;

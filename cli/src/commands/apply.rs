@@ -35,7 +35,11 @@ pub async fn apply(session: &Session, args: FileArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn apply_one(session: &Session, target: &Target, object: Value) -> anyhow::Result<&'static str> {
+async fn apply_one(session: &Session, target: &Target, mut object: Value) -> anyhow::Result<&'static str> {
+    // kubectl records the namespace it applied to, so do the same.
+    if let (Some(ns), Some(metadata)) = (&target.namespace, object.get_mut("metadata").and_then(Value::as_object_mut)) {
+        metadata.insert("namespace".into(), Value::String(ns.clone()));
+    }
     let desired = with_last_applied(object)?;
     let collection = target.resource.collection_path(target.namespace.as_deref());
     let Some(live) = session.get_opt(&target.path()).await? else {
@@ -64,24 +68,29 @@ async fn apply_one(session: &Session, target: &Target, object: Value) -> anyhow:
     Ok("configured")
 }
 
-/// The object with the annotation that records it, as kubectl writes it: the
-/// object's own JSON without that annotation, then a newline.
+/// The object with the annotation that records it, byte for byte as kubectl
+/// writes it (so that the two tools see each other's applies as unchanged): the
+/// object's JSON with keys sorted, `metadata.annotations` present but without
+/// this annotation, then a newline.
 fn with_last_applied(mut object: Value) -> anyhow::Result<Value> {
-    if let Some(annotations) = object.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) {
-        annotations.remove(LAST_APPLIED);
-    }
-    let record = format!("{}\n", serde_json::to_string(&object)?);
-    let metadata = object
+    let annotations = object
         .as_object_mut()
         .ok_or_else(|| anyhow::anyhow!("a manifest document must be an object"))?
         .entry("metadata")
-        .or_insert_with(|| Value::Object(Map::new()));
-    let annotations = metadata
+        .or_insert_with(|| Value::Object(Map::new()))
         .as_object_mut()
         .ok_or_else(|| anyhow::anyhow!("metadata must be an object"))?
         .entry("annotations")
         .or_insert_with(|| Value::Object(Map::new()));
-    if let Some(map) = annotations.as_object_mut() {
+    if annotations.is_null() {
+        *annotations = Value::Object(Map::new());
+    }
+    let annotations = annotations
+        .as_object_mut()
+        .ok_or_else(|| anyhow::anyhow!("metadata.annotations must be an object"))?;
+    annotations.remove(LAST_APPLIED);
+    let record = format!("{}\n", serde_json::to_string(&object)?);
+    if let Some(map) = object.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) {
         map.insert(LAST_APPLIED.into(), Value::String(record));
     }
     Ok(object)
@@ -143,7 +152,7 @@ mod tests {
         let object = json!({"kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1"}});
         let applied = with_last_applied(object).unwrap();
         let record = applied["metadata"]["annotations"][LAST_APPLIED].as_str().unwrap();
-        assert_eq!(record, "{\"data\":{\"a\":\"1\"},\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"c\"}}\n");
+        assert_eq!(record, "{\"data\":{\"a\":\"1\"},\"kind\":\"ConfigMap\",\"metadata\":{\"annotations\":{},\"name\":\"c\"}}\n");
     }
 
     #[test]

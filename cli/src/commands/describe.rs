@@ -109,15 +109,18 @@ fn map_field(out: &mut String, name: &str, map: &Value) {
 /// `resourceVersion` → `Resource Version`, as kubectl's generic describer titles keys.
 fn title(key: &str) -> String {
     let mut out = String::new();
-    for (i, c) in key.chars().enumerate() {
-        if i == 0 {
+    let mut previous_upper = true;
+    for c in key.chars() {
+        if out.is_empty() {
             out.extend(c.to_uppercase());
-        } else if c.is_uppercase() && !key[..i].ends_with(|p: char| p.is_uppercase()) {
-            out.push(' ');
-            out.push(c);
         } else {
+            // A new word starts at an upper-case letter, but not inside an acronym (`podIP`).
+            if c.is_uppercase() && !previous_upper {
+                out.push(' ');
+            }
             out.push(c);
         }
+        previous_upper = c.is_uppercase();
     }
     out
 }
