@@ -385,7 +385,7 @@ fn is_standard_container_resource(name: &str) -> bool {
 }
 
 /// Parses each quantity of a resource list, reporting bad names and values.
-fn parse_resource_list(
+fn check_resource_list(
     list: Option<&BTreeMap<String, ApiQuantity>>,
     path: &Path,
     errs: &mut Vec<FieldError>,
@@ -413,8 +413,8 @@ pub fn validate_resources(resources: &ResourceRequirements, path: &Path) -> Vec<
     let mut errs = Vec::new();
     let limits_path = path.child("limits");
     let requests_path = path.child("requests");
-    let limits = parse_resource_list(resources.limits.as_ref(), &limits_path, &mut errs);
-    let requests = parse_resource_list(resources.requests.as_ref(), &requests_path, &mut errs);
+    let limits = check_resource_list(resources.limits.as_ref(), &limits_path, &mut errs);
+    let requests = check_resource_list(resources.requests.as_ref(), &requests_path, &mut errs);
     for (name, request) in &requests {
         if let Some(limit) = limits.get(name).filter(|limit| request > *limit) {
             errs.push(FieldError::invalid(
