@@ -23,9 +23,9 @@ const PULL_POLICIES: [&str; 3] = ["Always", "IfNotPresent", "Never"];
 const TERMINATION_MESSAGE_POLICIES: [&str; 2] = ["File", "FallbackToLogsOnError"];
 const TAINT_EFFECTS: [&str; 3] = ["NoSchedule", "PreferNoSchedule", "NoExecute"];
 const FILE_MODE_ERROR: &str = "must be a number between 0 and 0777 (octal), both inclusive";
-const FIELD_REF_PATHS: [&str; 12] = [
-    "metadata.annotations",
-    "metadata.labels",
+/// Pod fields an environment variable can take (`fieldRef`), sorted as Kubernetes lists them;
+/// `metadata.labels['k']` and `metadata.annotations['k']` are accepted besides.
+const FIELD_REF_PATHS: [&str; 9] = [
     "metadata.name",
     "metadata.namespace",
     "metadata.uid",
@@ -35,7 +35,6 @@ const FIELD_REF_PATHS: [&str; 12] = [
     "status.hostIPs",
     "status.podIP",
     "status.podIPs",
-    "metadata.labels['key'] or metadata.annotations['key']",
 ];
 
 pub fn validate_pod(pod: &Pod) -> Vec<FieldError> {
@@ -329,15 +328,7 @@ fn validate_env(vars: &[EnvVar], path: &Path) -> Vec<FieldError> {
             errs.push(FieldError::invalid(&from_path, "", "may not have more than one field specified at a time"));
         }
         if let Some(field_ref) = &from.field_ref {
-            let p = from_path.child("fieldRef").child("fieldPath");
-            let fp = field_ref.field_path.as_str();
-            let keyed = ["metadata.labels['", "metadata.annotations['"].iter().any(|pre| fp.starts_with(pre))
-                && fp.ends_with("']");
-            if fp.is_empty() {
-                errs.push(FieldError::required(&p, ""));
-            } else if !keyed && !FIELD_REF_PATHS.contains(&fp) {
-                errs.push(FieldError::not_supported(&p, fp, &FIELD_REF_PATHS));
-            }
+            errs.extend(validate_field_ref(&field_ref.field_path, field_ref.api_version.as_deref(), &from_path.child("fieldRef")));
         }
         let key_refs = [
             ("configMapKeyRef", from.config_map_key_ref.as_ref().map(|r| (&r.name, &r.key))),
@@ -355,6 +346,26 @@ fn validate_env(vars: &[EnvVar], path: &Path) -> Vec<FieldError> {
                 errs.extend(invalid_each(&p.child("key"), key, names::is_config_map_key(key)));
             }
         }
+    }
+    errs
+}
+
+/// A `fieldRef` of the downward API: a known field, or a label or annotation by key.
+fn validate_field_ref(field_path: &str, api_version: Option<&str>, path: &Path) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    if api_version.unwrap_or("").is_empty() {
+        errs.push(FieldError::required(&path.child("apiVersion"), ""));
+    }
+    let subscripted = field_path.strip_suffix("']").and_then(|p| p.split_once("['"));
+    match subscripted {
+        _ if field_path.is_empty() => errs.push(FieldError::required(&path.child("fieldPath"), "")),
+        Some(("metadata.labels", key)) => errs.extend(meta::validate_label_name(key, path)),
+        Some(("metadata.annotations", key)) => errs.extend(meta::validate_label_name(&key.to_lowercase(), path)),
+        Some((other, _)) => errs.push(FieldError::invalid(path, other, "does not support subscript")),
+        None if !FIELD_REF_PATHS.contains(&field_path) => {
+            errs.push(FieldError::not_supported(&path.child("fieldPath"), field_path, &FIELD_REF_PATHS))
+        }
+        None => {}
     }
     errs
 }
@@ -808,12 +819,15 @@ mod tests {
             ),
             (
                 json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "web", "image": "a",
-                    "env": [{"name": "A=B", "value": "x"}, {"name": "OK", "value": "x", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+                    "env": [{"name": "A=B", "value": "x"}, {"name": "OK", "value": "x", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                        {"name": "L", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
+                        {"name": "M", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels"}}}],
                     "livenessProbe": {"exec": {"command": ["true"]}, "tcpSocket": {"port": 80}, "successThreshold": 2},
                     "readinessProbe": {"periodSeconds": 5}}]}}),
                 vec![
                     "spec.containers[0].env[0].name: Invalid value: \"A=B\": a valid environment variable name must consist only of printable ASCII characters other than '='",
                     "spec.containers[0].env[1].valueFrom: Invalid value: \"\": may not be specified when `value` is not empty",
+                    "spec.containers[0].env[3].valueFrom.fieldRef.fieldPath: Unsupported value: \"metadata.labels\": supported values: \"metadata.name\", \"metadata.namespace\", \"metadata.uid\", \"spec.nodeName\", \"spec.serviceAccountName\", \"status.hostIP\", \"status.hostIPs\", \"status.podIP\", \"status.podIPs\"",
                     "spec.containers[0].livenessProbe.tcpSocket: Forbidden: may not specify more than 1 handler type",
                     "spec.containers[0].livenessProbe.successThreshold: Invalid value: 2: must be 1",
                     "spec.containers[0].readinessProbe: Required value: must specify a handler type",
