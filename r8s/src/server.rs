@@ -66,7 +66,10 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
     }
-    store.shutdown().await.context("the store did not shut down cleanly")?;
+    store
+        .shutdown()
+        .await
+        .context("the store did not shut down cleanly")?;
     tracing::info!("stopped");
     Ok(())
 }

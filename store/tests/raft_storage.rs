@@ -10,7 +10,10 @@ struct OnDisk;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for OnDisk {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError<NodeId>> {
-        let dir = tempfile::Builder::new().prefix("r8s-raft-suite").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("r8s-raft-suite")
+            .tempdir()
+            .expect("temp dir");
         let log = LogStore::open(&dir.path().join("log")).expect("open log");
         let sm = StateMachineStore::open(&dir.path().join("sm")).expect("open state machine");
         Ok((dir, log, sm))

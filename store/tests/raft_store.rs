@@ -26,7 +26,10 @@ impl Deref for Fixture {
 }
 
 fn temp_dir() -> TempDir {
-    tempfile::Builder::new().prefix("r8s-raft-store").tempdir().expect("temp dir")
+    tempfile::Builder::new()
+        .prefix("r8s-raft-store")
+        .tempdir()
+        .expect("temp dir")
 }
 
 fn config(dir: &Path) -> RaftConfig {
@@ -35,7 +38,9 @@ fn config(dir: &Path) -> RaftConfig {
 
 async fn single_server() -> Fixture {
     let dir = temp_dir();
-    let store = RaftStore::open(config(dir.path())).await.expect("open raft store");
+    let store = RaftStore::open(config(dir.path()))
+        .await
+        .expect("open raft store");
     Fixture { store, _dir: dir }
 }
 
@@ -53,15 +58,26 @@ fn value(i: usize) -> Bytes {
 async fn write_keys(store: &RaftStore, count: usize) -> i64 {
     let mut last = 0;
     for i in 0..count {
-        last = store.create(&format!("/k/{i:04}"), value(i)).await.expect("create").mod_revision;
+        last = store
+            .create(&format!("/k/{i:04}"), value(i))
+            .await
+            .expect("create")
+            .mod_revision;
     }
     last
 }
 
 async fn assert_keys(store: &RaftStore, count: usize, revision: i64) {
-    assert_eq!(store.current_revision().await.expect("current revision"), revision);
+    assert_eq!(
+        store.current_revision().await.expect("current revision"),
+        revision
+    );
     for i in 0..count {
-        let kv = store.get(&format!("/k/{i:04}"), None).await.expect("get").expect("key is there");
+        let kv = store
+            .get(&format!("/k/{i:04}"), None)
+            .await
+            .expect("get")
+            .expect("key is there");
         assert_eq!(kv.value, value(i));
     }
 }
@@ -79,7 +95,10 @@ async fn restart_keeps_every_write(snapshot_every: u64) {
     let store = RaftStore::open(config).await.expect("reopen");
     assert_keys(&store, 120, revision).await;
     // And it still takes writes.
-    store.create("/after-restart", Bytes::from_static(b"x")).await.expect("write after restart");
+    store
+        .create("/after-restart", Bytes::from_static(b"x"))
+        .await
+        .expect("write after restart");
     store.shutdown().await.expect("shutdown");
 }
 
@@ -119,8 +138,14 @@ async fn a_flipped_byte_in_the_log_fails_the_start_naming_the_file() {
         Ok(_) => panic!("a corrupt log was opened"),
         Err(error) => error.to_string(),
     };
-    assert!(error.contains(&path.display().to_string()), "error does not name the file: {error}");
-    assert!(error.contains("corrupt"), "error does not say what is wrong: {error}");
+    assert!(
+        error.contains(&path.display().to_string()),
+        "error does not name the file: {error}"
+    );
+    assert!(
+        error.contains("corrupt"),
+        "error does not say what is wrong: {error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,7 +160,9 @@ async fn a_torn_final_record_is_cut_off_and_the_rest_kept() {
     bytes.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef, 1, 2, 3]);
     std::fs::write(&path, bytes).expect("write segment");
 
-    let store = RaftStore::open(config(dir.path())).await.expect("open after a torn write");
+    let store = RaftStore::open(config(dir.path()))
+        .await
+        .expect("open after a torn write");
     assert_keys(&store, 50, revision).await;
     store.shutdown().await.expect("shutdown");
 }

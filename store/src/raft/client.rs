@@ -23,23 +23,56 @@ pub struct RaftClient {
 impl RaftClient {
     /// `addr` is a server's `--raft-addr`.
     pub fn new(addr: impl Into<String>) -> RaftClient {
-        RaftClient { connection: Connection::new(addr) }
+        RaftClient {
+            connection: Connection::new(addr),
+        }
     }
 
     pub async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue> {
-        self.write(Command::Create { key: key.to_string(), value }).await?.into_put()
+        self.write(Command::Create {
+            key: key.to_string(),
+            value,
+        })
+        .await?
+        .into_put()
     }
 
-    pub async fn update(&self, key: &str, value: Bytes, expected: Option<Revision>) -> Result<KeyValue> {
-        self.write(Command::Update { key: key.to_string(), value, expected }).await?.into_put()
+    pub async fn update(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected: Option<Revision>,
+    ) -> Result<KeyValue> {
+        self.write(Command::Update {
+            key: key.to_string(),
+            value,
+            expected,
+        })
+        .await?
+        .into_put()
     }
 
-    pub async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<(KeyValue, Revision)> {
-        self.write(Command::Delete { key: key.to_string(), expected }).await?.into_deleted()
+    pub async fn delete(
+        &self,
+        key: &str,
+        expected: Option<Revision>,
+    ) -> Result<(KeyValue, Revision)> {
+        self.write(Command::Delete {
+            key: key.to_string(),
+            expected,
+        })
+        .await?
+        .into_deleted()
     }
 
     pub async fn get(&self, key: &str, revision: Option<Revision>) -> Result<Option<KeyValue>> {
-        match self.call(Request::Get { key: key.to_string(), revision }).await? {
+        match self
+            .call(Request::Get {
+                key: key.to_string(),
+                revision,
+            })
+            .await?
+        {
             Response::Value(kv) => Ok(kv),
             other => Err(unexpected(other)),
         }
@@ -75,10 +108,13 @@ impl RaftClient {
     }
 
     async fn call(&self, request: Request) -> Result<Response> {
-        self.connection.call(request, CALL_TIMEOUT).await.map_err(|e| match e {
-            CallError::Remote(RemoteError::Store(e)) => e,
-            other => StoreError::Unavailable(other.to_string()),
-        })
+        self.connection
+            .call(request, CALL_TIMEOUT)
+            .await
+            .map_err(|e| match e {
+                CallError::Remote(RemoteError::Store(e)) => e,
+                other => StoreError::Unavailable(other.to_string()),
+            })
     }
 }
 

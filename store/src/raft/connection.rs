@@ -48,7 +48,11 @@ pub struct Connection {
 
 impl Connection {
     pub fn new(addr: impl Into<String>) -> Connection {
-        Connection { addr: addr.into(), live: tokio::sync::Mutex::new(None), next_id: AtomicU64::new(1) }
+        Connection {
+            addr: addr.into(),
+            live: tokio::sync::Mutex::new(None),
+            next_id: AtomicU64::new(1),
+        }
     }
 
     pub async fn call(&self, request: Request, timeout: Duration) -> Result<Response, CallError> {
@@ -58,7 +62,9 @@ impl Connection {
             .map_err(|e| RemoteError::Store(crate::StoreError::Internal(e.to_string())))?;
         let live = self.live().await?;
         let (tx, rx) = oneshot::channel();
-        let lost = || CallError::Lost { addr: self.addr.clone() };
+        let lost = || CallError::Lost {
+            addr: self.addr.clone(),
+        };
         match lock(&live.waiting).as_mut() {
             Some(waiting) => waiting.insert(id, tx),
             None => return Err(lost()),
@@ -73,7 +79,10 @@ impl Connection {
                 if let Some(waiting) = lock(&live.waiting).as_mut() {
                     waiting.remove(&id);
                 }
-                Err(CallError::Timeout { addr: self.addr.clone(), timeout })
+                Err(CallError::Timeout {
+                    addr: self.addr.clone(),
+                    timeout,
+                })
             }
         }
     }
@@ -86,12 +95,17 @@ impl Connection {
                 return Ok(current.clone());
             }
         }
-        let connect_error = |reason: String| CallError::Connect { addr: self.addr.clone(), reason };
+        let connect_error = |reason: String| CallError::Connect {
+            addr: self.addr.clone(),
+            reason,
+        };
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
             .await
             .map_err(|_| connect_error("timed out".into()))?
             .map_err(|e| connect_error(e.to_string()))?;
-        stream.set_nodelay(true).map_err(|e| connect_error(e.to_string()))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| connect_error(e.to_string()))?;
         let (mut reader, writer) = stream.into_split();
         let (outgoing, frames) = mpsc::unbounded_channel();
         let waiting = Arc::new(Mutex::new(Some(Waiting::new())));
@@ -103,7 +117,9 @@ impl Connection {
             loop {
                 match frame::read::<ResponseFrame, _>(&mut reader, &mut buf).await {
                     Ok(Some(answer)) => {
-                        let tx = lock(&answers).as_mut().and_then(|waiting| waiting.remove(&answer.id));
+                        let tx = lock(&answers)
+                            .as_mut()
+                            .and_then(|waiting| waiting.remove(&answer.id));
                         if let Some(tx) = tx {
                             let _ = tx.send(answer.response);
                         }
@@ -126,11 +142,16 @@ impl Connection {
 }
 
 fn lock(waiting: &Mutex<Option<Waiting>>) -> std::sync::MutexGuard<'_, Option<Waiting>> {
-    waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    waiting
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Writes queued frames to a socket, many per system call when they queue up.
-pub async fn write_frames<W: AsyncWrite + Unpin>(mut frames: mpsc::UnboundedReceiver<Vec<u8>>, writer: W) {
+pub async fn write_frames<W: AsyncWrite + Unpin>(
+    mut frames: mpsc::UnboundedReceiver<Vec<u8>>,
+    writer: W,
+) {
     let mut writer = BufWriter::with_capacity(256 * 1024, writer);
     while let Some(frame) = frames.recv().await {
         if writer.write_all(&frame).await.is_err() {

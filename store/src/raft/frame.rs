@@ -30,7 +30,8 @@ pub enum FrameError {
 pub fn encode<T: Serialize>(buf: &mut Vec<u8>, value: &T) -> Result<(), FrameError> {
     let start = buf.len();
     buf.extend_from_slice(&[0; HEADER_LEN]);
-    let mut encoded = postcard::to_extend(value, std::mem::take(buf)).map_err(FrameError::Encode)?;
+    let mut encoded =
+        postcard::to_extend(value, std::mem::take(buf)).map_err(FrameError::Encode)?;
     let payload_len = encoded.len() - start - HEADER_LEN;
     if payload_len > MAX_PAYLOAD {
         encoded.truncate(start);
@@ -113,9 +114,18 @@ mod tests {
             panic!("expected a record")
         };
         assert_eq!((k.as_str(), v), ("a", 7));
-        assert!(matches!(decode::<(String, u64)>(&buf[used..]).unwrap(), Decoded::Record(_, _)));
-        assert!(matches!(decode::<(String, u64)>(&buf[..used - 1]).unwrap(), Decoded::Incomplete));
+        assert!(matches!(
+            decode::<(String, u64)>(&buf[used..]).unwrap(),
+            Decoded::Record(_, _)
+        ));
+        assert!(matches!(
+            decode::<(String, u64)>(&buf[..used - 1]).unwrap(),
+            Decoded::Incomplete
+        ));
         buf[HEADER_LEN] ^= 0xff;
-        assert!(matches!(decode::<(String, u64)>(&buf), Err(FrameError::Checksum { .. })));
+        assert!(matches!(
+            decode::<(String, u64)>(&buf),
+            Err(FrameError::Checksum { .. })
+        ));
     }
 }

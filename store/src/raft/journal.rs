@@ -29,10 +29,16 @@ const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
+    #[error("raft log {path} is in use by another process")]
+    InUse { path: PathBuf },
     #[error("raft log {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error("raft log {path} is corrupt at byte {offset}: {reason}")]
-    Corrupt { path: PathBuf, offset: usize, reason: String },
+    Corrupt {
+        path: PathBuf,
+        offset: usize,
+        reason: String,
+    },
 }
 
 /// The non-entry state of the log.
@@ -51,7 +57,9 @@ pub enum Record {
     Vote(Vote),
     Committed(Option<LogId>),
     /// Removes the entries at and after this index.
-    Truncate { since: u64 },
+    Truncate {
+        since: u64,
+    },
     /// Removes the entries at and before this log id.
     Purge(LogId),
 }
@@ -113,31 +121,55 @@ struct Job {
 pub struct Journal {
     jobs: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
+    // Dropped (unlocked) only after the writer thread has finished.
+    _lock: DirLock,
 }
 
 impl Journal {
     /// Replays the segments in `dir` (created if missing) and starts the writer.
     pub fn open(dir: &Path) -> Result<(Journal, LogContents), JournalError> {
+        Journal::open_with_segment_size(dir, SEGMENT_BYTES)
+    }
+
+    fn open_with_segment_size(
+        dir: &Path,
+        segment_bytes: u64,
+    ) -> Result<(Journal, LogContents), JournalError> {
         let io_err = |path: &Path| {
             let path = path.to_path_buf();
             move |source| JournalError::Io { path, source }
         };
         fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let lock = DirLock::acquire(dir)?;
         let replayed = replay(dir)?;
-        let mut writer = SegmentWriter::resume(dir, replayed.segments, &replayed.contents.meta)?;
+        let mut writer = SegmentWriter::resume(
+            dir,
+            replayed.segments,
+            &replayed.contents.meta,
+            segment_bytes,
+        )?;
         let (jobs, queue) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("r8s-raft-log".into())
             .spawn(move || writer.run(queue))
             .map_err(io_err(dir))?;
-        Ok((Journal { jobs: Some(jobs), thread: Some(thread) }, replayed.contents))
+        Ok((
+            Journal {
+                jobs: Some(jobs),
+                thread: Some(thread),
+                _lock: lock,
+            },
+            replayed.contents,
+        ))
     }
 
     /// Queues records; `done` is told once they are on disk (or failed to be).
     pub fn submit(&self, records: Vec<Record>, done: Done) {
         let job = Job { records, done };
-        if let Err(mpsc::SendError(job)) = self.jobs.as_ref().expect("open until dropped").send(job) {
-            job.done.complete(Err(io::Error::other("the raft log writer has stopped")));
+        if let Err(mpsc::SendError(job)) = self.jobs.as_ref().expect("open until dropped").send(job)
+        {
+            job.done
+                .complete(Err(io::Error::other("the raft log writer has stopped")));
         }
     }
 
@@ -145,7 +177,8 @@ impl Journal {
     pub async fn write(&self, records: Vec<Record>) -> io::Result<()> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.submit(records, Done::Reply(tx));
-        rx.await.map_err(|_| io::Error::other("the raft log writer has stopped"))?
+        rx.await
+            .map_err(|_| io::Error::other("the raft log writer has stopped"))?
     }
 }
 
@@ -170,6 +203,40 @@ impl Done {
     }
 }
 
+/// An exclusive `flock` on the log directory's `LOCK` file, so that two servers
+/// never write the same log. The kernel drops it when the process dies.
+struct DirLock {
+    _file: File,
+}
+
+impl DirLock {
+    fn acquire(dir: &Path) -> Result<DirLock, JournalError> {
+        use std::os::fd::AsRawFd;
+
+        let path = dir.join("LOCK");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| JournalError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        // SAFETY: flock on a file descriptor this function owns; no memory is involved.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let source = io::Error::last_os_error();
+            return Err(match source.raw_os_error() {
+                Some(libc::EWOULDBLOCK) => JournalError::InUse {
+                    path: dir.to_path_buf(),
+                },
+                _ => JournalError::Io { path, source },
+            });
+        }
+        Ok(DirLock { _file: file })
+    }
+}
+
 /// A segment file: its number, its path and the highest entry index in it.
 struct Segment {
     number: u64,
@@ -179,7 +246,11 @@ struct Segment {
 
 impl Segment {
     fn new(dir: &Path, number: u64) -> Segment {
-        Segment { number, path: dir.join(format!("segment-{number:06}.log")), max_index: None }
+        Segment {
+            number,
+            path: dir.join(format!("segment-{number:06}.log")),
+            max_index: None,
+        }
     }
 
     /// Every entry in it is purged, so it can go.
@@ -208,7 +279,10 @@ fn replay(dir: &Path) -> Result<Replayed, JournalError> {
 }
 
 fn list_segments(dir: &Path) -> Result<Vec<Segment>, JournalError> {
-    let io_err = |source| JournalError::Io { path: dir.to_path_buf(), source };
+    let io_err = |source| JournalError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
     let mut numbers = Vec::new();
     for dirent in fs::read_dir(dir).map_err(io_err)? {
         let name = dirent.map_err(io_err)?.file_name();
@@ -222,15 +296,25 @@ fn list_segments(dir: &Path) -> Result<Vec<Segment>, JournalError> {
         }
     }
     numbers.sort_unstable();
-    Ok(numbers.into_iter().map(|number| Segment::new(dir, number)).collect())
+    Ok(numbers
+        .into_iter()
+        .map(|number| Segment::new(dir, number))
+        .collect())
 }
 
 /// Applies one segment's records. Damage is an error, except a torn record at
 /// the very end of the last segment (a crash in the middle of a write, never
 /// acknowledged): that one is cut off with a warning.
-fn replay_segment(segment: &mut Segment, contents: &mut LogContents, is_last: bool) -> Result<(), JournalError> {
+fn replay_segment(
+    segment: &mut Segment,
+    contents: &mut LogContents,
+    is_last: bool,
+) -> Result<(), JournalError> {
     let path = &segment.path;
-    let bytes = fs::read(path).map_err(|source| JournalError::Io { path: path.clone(), source })?;
+    let bytes = fs::read(path).map_err(|source| JournalError::Io {
+        path: path.clone(),
+        source,
+    })?;
     let mut offset = 0;
     while offset < bytes.len() {
         let rest = &bytes[offset..];
@@ -244,14 +328,26 @@ fn replay_segment(segment: &mut Segment, contents: &mut LogContents, is_last: bo
                 continue;
             }
             Ok(Decoded::Incomplete) => "the file ends inside a record".to_string(),
-            Err(FrameError::Checksum { .. }) if is_last && is_final_record(rest) => "checksum mismatch".to_string(),
-            Err(_) if is_last && rest.iter().all(|byte| *byte == 0) => "zeros instead of a record".to_string(),
+            Err(FrameError::Checksum { .. }) if is_last && is_final_record(rest) => {
+                "checksum mismatch".to_string()
+            }
+            Err(_) if is_last && rest.iter().all(|byte| *byte == 0) => {
+                "zeros instead of a record".to_string()
+            }
             Err(e) => {
-                return Err(JournalError::Corrupt { path: path.clone(), offset, reason: e.to_string() });
+                return Err(JournalError::Corrupt {
+                    path: path.clone(),
+                    offset,
+                    reason: e.to_string(),
+                });
             }
         };
         if !is_last {
-            return Err(JournalError::Corrupt { path: path.clone(), offset, reason: damage });
+            return Err(JournalError::Corrupt {
+                path: path.clone(),
+                offset,
+                reason: damage,
+            });
         }
         tracing::warn!(
             file = %path.display(),
@@ -273,7 +369,10 @@ fn is_final_record(rest: &[u8]) -> bool {
 }
 
 fn cut_at(path: &Path, len: u64) -> Result<(), JournalError> {
-    let io_err = |source| JournalError::Io { path: path.to_path_buf(), source };
+    let io_err = |source| JournalError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let file = OpenOptions::new().write(true).open(path).map_err(io_err)?;
     file.set_len(len).map_err(io_err)?;
     file.sync_all().map_err(io_err)
@@ -288,16 +387,30 @@ struct SegmentWriter {
     closed: VecDeque<Segment>,
     /// The meta as written so far, for the header of the next segment.
     meta: LogMeta,
+    /// Start a new segment once the current one is this big.
+    segment_bytes: u64,
     buf: Vec<u8>,
     /// Set after a failed write: the file's state is unknown, so every later job fails.
     failed: Option<String>,
 }
 
 impl SegmentWriter {
-    fn resume(dir: &Path, mut segments: Vec<Segment>, meta: &LogMeta) -> Result<SegmentWriter, JournalError> {
+    fn resume(
+        dir: &Path,
+        mut segments: Vec<Segment>,
+        meta: &LogMeta,
+        segment_bytes: u64,
+    ) -> Result<SegmentWriter, JournalError> {
         let current = segments.pop().unwrap_or_else(|| Segment::new(dir, 1));
-        let io_err = |source| JournalError::Io { path: current.path.clone(), source };
-        let file = OpenOptions::new().create(true).append(true).open(&current.path).map_err(io_err)?;
+        let io_err = |source| JournalError::Io {
+            path: current.path.clone(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&current.path)
+            .map_err(io_err)?;
         let size = file.metadata().map_err(io_err)?.len();
         let mut writer = SegmentWriter {
             dir: dir.to_path_buf(),
@@ -306,12 +419,19 @@ impl SegmentWriter {
             size,
             closed: segments.into(),
             meta: meta.clone(),
+            segment_bytes,
             buf: Vec::new(),
             failed: None,
         };
         if size == 0 {
-            writer.write_header().map_err(|source| JournalError::Io { path: writer.current.path.clone(), source })?;
-            sync_dir(dir).map_err(|source| JournalError::Io { path: dir.to_path_buf(), source })?;
+            writer.write_header().map_err(|source| JournalError::Io {
+                path: writer.current.path.clone(),
+                source,
+            })?;
+            sync_dir(dir).map_err(|source| JournalError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
         }
         Ok(writer)
     }
@@ -337,7 +457,9 @@ impl SegmentWriter {
 
     fn write_batch(&mut self, batch: &[Job]) -> io::Result<()> {
         if let Some(failure) = &self.failed {
-            return Err(io::Error::other(format!("an earlier write failed: {failure}")));
+            return Err(io::Error::other(format!(
+                "an earlier write failed: {failure}"
+            )));
         }
         self.buf.clear();
         for record in batch.iter().flat_map(|job| &job.records) {
@@ -350,7 +472,7 @@ impl SegmentWriter {
         self.file.write_all(&self.buf)?;
         self.file.sync_data()?;
         self.size += self.buf.len() as u64;
-        if self.size >= SEGMENT_BYTES {
+        if self.size >= self.segment_bytes {
             self.start_next_segment()?;
         }
         self.delete_purged_segments()
@@ -358,7 +480,8 @@ impl SegmentWriter {
 
     fn write_header(&mut self) -> io::Result<()> {
         self.buf.clear();
-        frame::encode(&mut self.buf, &Record::Header(self.meta.clone())).map_err(io::Error::other)?;
+        frame::encode(&mut self.buf, &Record::Header(self.meta.clone()))
+            .map_err(io::Error::other)?;
         self.file.write_all(&self.buf)?;
         self.file.sync_data()?;
         self.size = self.buf.len() as u64;
@@ -367,14 +490,22 @@ impl SegmentWriter {
 
     fn start_next_segment(&mut self) -> io::Result<()> {
         let next = Segment::new(&self.dir, self.current.number + 1);
-        self.file = OpenOptions::new().create(true).append(true).open(&next.path)?;
-        self.closed.push_back(std::mem::replace(&mut self.current, next));
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&next.path)?;
+        self.closed
+            .push_back(std::mem::replace(&mut self.current, next));
         self.write_header()?;
         sync_dir(&self.dir)
     }
 
     fn delete_purged_segments(&mut self) -> io::Result<()> {
-        while self.closed.front().is_some_and(|segment| segment.is_purged(self.meta.purged)) {
+        while self
+            .closed
+            .front()
+            .is_some_and(|segment| segment.is_purged(self.meta.purged))
+        {
             let segment = self.closed.pop_front().expect("checked above");
             fs::remove_file(&segment.path)?;
             tracing::debug!(file = %segment.path.display(), "deleted a purged raft log segment");
@@ -385,4 +516,96 @@ impl SegmentWriter {
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+
+    fn entry(index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    fn segment_count(dir: &Path) -> usize {
+        list_segments(dir).unwrap().len()
+    }
+
+    #[tokio::test]
+    async fn segments_roll_over_and_purged_ones_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let vote = Vote::new_committed(3, 1);
+        {
+            let (journal, _) = Journal::open_with_segment_size(dir.path(), 200).unwrap();
+            journal.write(vec![Record::Vote(vote)]).await.unwrap();
+            for index in 0..50 {
+                journal
+                    .write(vec![Record::Entry(entry(index))])
+                    .await
+                    .unwrap();
+            }
+            assert!(
+                segment_count(dir.path()) > 3,
+                "the journal did not roll over to new segments"
+            );
+            journal
+                .write(vec![Record::Purge(entry(40).log_id)])
+                .await
+                .unwrap();
+        }
+        let segments_left = segment_count(dir.path());
+        assert!(
+            segments_left <= 2,
+            "{segments_left} segments left after purging all but 9 entries"
+        );
+
+        let (_journal, contents) = Journal::open_with_segment_size(dir.path(), 200).unwrap();
+        assert_eq!(
+            contents.meta.vote,
+            Some(vote),
+            "the vote is kept in the header of later segments"
+        );
+        assert_eq!(contents.meta.purged, Some(entry(40).log_id));
+        assert_eq!(
+            contents.entries.keys().copied().collect::<Vec<_>>(),
+            (41..50).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_log_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Journal::open(dir.path()).unwrap();
+        assert!(matches!(
+            Journal::open(dir.path()),
+            Err(JournalError::InUse { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn truncation_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (journal, _) = Journal::open(dir.path()).unwrap();
+            let entries = (0..10).map(|index| Record::Entry(entry(index))).collect();
+            journal.write(entries).await.unwrap();
+            journal
+                .write(vec![
+                    Record::Truncate { since: 6 },
+                    Record::Committed(Some(entry(5).log_id)),
+                ])
+                .await
+                .unwrap();
+        }
+        let (_journal, contents) = Journal::open(dir.path()).unwrap();
+        assert_eq!(
+            contents.entries.keys().copied().collect::<Vec<_>>(),
+            (0..6).collect::<Vec<_>>()
+        );
+        assert_eq!(contents.meta.committed, Some(entry(5).log_id));
+    }
 }

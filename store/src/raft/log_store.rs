@@ -28,13 +28,18 @@ impl LogStore {
     /// Opens the log kept in `dir`, replaying what is there.
     pub fn open(dir: &Path) -> Result<LogStore, JournalError> {
         let (journal, contents) = Journal::open(dir)?;
-        Ok(LogStore { contents: Arc::new(Mutex::new(contents)), journal })
+        Ok(LogStore {
+            contents: Arc::new(Mutex::new(contents)),
+            journal,
+        })
     }
 
     /// True if nothing was ever written: no vote and no entry.
     pub fn is_empty(&self) -> bool {
         let contents = lock(&self.contents);
-        contents.meta.vote.is_none() && contents.entries.is_empty() && contents.meta.purged.is_none()
+        contents.meta.vote.is_none()
+            && contents.entries.is_empty()
+            && contents.meta.purged.is_none()
     }
 
     fn apply(&self, record: Record) {
@@ -45,7 +50,9 @@ impl LogStore {
 fn lock(contents: &Mutex<LogContents>) -> MutexGuard<'_, LogContents> {
     // A panic while holding the lock leaves no half-applied record: `apply` does
     // not panic between its steps, so the contents are still usable.
-    contents.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    contents
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn write_error(e: std::io::Error) -> StorageError<NodeId> {
@@ -57,7 +64,11 @@ impl RaftLogReader<TypeConfig> for LogReader {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError<NodeId>> {
-        Ok(lock(&self.contents).entries.range(range).map(|(_, entry)| entry.clone()).collect())
+        Ok(lock(&self.contents)
+            .entries
+            .range(range)
+            .map(|(_, entry)| entry.clone())
+            .collect())
     }
 }
 
@@ -66,7 +77,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError<NodeId>> {
-        LogReader { contents: self.contents.clone() }.try_get_log_entries(range).await
+        LogReader {
+            contents: self.contents.clone(),
+        }
+        .try_get_log_entries(range)
+        .await
     }
 }
 
@@ -76,12 +91,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
         let contents = lock(&self.contents);
         let last_purged_log_id = contents.meta.purged;
-        let last_log_id = contents.entries.values().next_back().map(|entry| entry.log_id).or(last_purged_log_id);
-        Ok(LogState { last_purged_log_id, last_log_id })
+        let last_log_id = contents
+            .entries
+            .values()
+            .next_back()
+            .map(|entry| entry.log_id)
+            .or(last_purged_log_id);
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
     }
 
     async fn get_log_reader(&mut self) -> LogReader {
-        LogReader { contents: self.contents.clone() }
+        LogReader {
+            contents: self.contents.clone(),
+        }
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError<NodeId>> {
@@ -98,9 +123,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     /// Not waited for: losing the latest committed id in a crash only means
     /// replaying less at start; openraft learns the rest from the leader.
-    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError<NodeId>> {
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId>,
+    ) -> Result<(), StorageError<NodeId>> {
         self.apply(Record::Committed(committed));
-        self.journal.submit(vec![Record::Committed(committed)], Done::Nothing);
+        self.journal
+            .submit(vec![Record::Committed(committed)], Done::Nothing);
         Ok(())
     }
 
@@ -108,7 +137,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(lock(&self.contents).meta.committed)
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError<NodeId>>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<NodeId>>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -130,11 +163,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError<NodeId>> {
         let since = log_id.index;
         self.apply(Record::Truncate { since });
-        self.journal.write(vec![Record::Truncate { since }]).await.map_err(write_error)
+        self.journal
+            .write(vec![Record::Truncate { since }])
+            .await
+            .map_err(write_error)
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError<NodeId>> {
         self.apply(Record::Purge(log_id));
-        self.journal.write(vec![Record::Purge(log_id)]).await.map_err(write_error)
+        self.journal
+            .write(vec![Record::Purge(log_id)])
+            .await
+            .map_err(write_error)
     }
 }

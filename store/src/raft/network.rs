@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
 
@@ -24,8 +24,14 @@ pub struct Peers {
 
 impl Peers {
     pub fn connection(&self, addr: &str) -> Arc<Connection> {
-        let mut connections = self.connections.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        connections.entry(addr.to_string()).or_insert_with(|| Arc::new(Connection::new(addr))).clone()
+        let mut connections = self
+            .connections
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        connections
+            .entry(addr.to_string())
+            .or_insert_with(|| Arc::new(Connection::new(addr)))
+            .clone()
     }
 }
 
@@ -33,7 +39,9 @@ impl RaftNetworkFactory<TypeConfig> for Peers {
     type Network = PeerClient;
 
     async fn new_client(&mut self, _target: NodeId, node: &BasicNode) -> PeerClient {
-        PeerClient { connection: self.connection(&node.addr) }
+        PeerClient {
+            connection: self.connection(&node.addr),
+        }
     }
 }
 
@@ -41,18 +49,28 @@ pub struct PeerClient {
     connection: Arc<Connection>,
 }
 
-type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
+type RpcResult<T, E = openraft::error::Infallible> =
+    Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
 
 impl PeerClient {
-    async fn call<E: std::error::Error>(&self, request: Request, option: &RPCOption) -> RpcResult<Response, E> {
-        self.connection.call(request, option.hard_ttl()).await.map_err(|e| match e {
-            CallError::Connect { .. } => RPCError::Unreachable(Unreachable::new(&e)),
-            _ => RPCError::Network(NetworkError::new(&e)),
-        })
+    async fn call<E: std::error::Error>(
+        &self,
+        request: Request,
+        option: &RPCOption,
+    ) -> RpcResult<Response, E> {
+        self.connection
+            .call(request, option.hard_ttl())
+            .await
+            .map_err(|e| match e {
+                CallError::Connect { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+                _ => RPCError::Network(NetworkError::new(&e)),
+            })
     }
 }
 
-fn unexpected<E: std::error::Error>(response: &Response) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
+fn unexpected<E: std::error::Error>(
+    response: &Response,
+) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
     let what = std::io::Error::other(format!("unexpected answer: {}", response.name()));
     RPCError::Network(NetworkError::new(&what))
 }
@@ -80,7 +98,11 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         }
     }
 
-    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>> {
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>> {
         match self.call(Request::Vote(rpc), &option).await? {
             Response::Vote(answer) => Ok(answer),
             other => Err(unexpected(&other)),

@@ -60,14 +60,21 @@ where
 
 impl Node {
     pub fn new(raft: Raft<TypeConfig>, sm: StateMachineStore, peers: Peers) -> Node {
-        Node { proposer: Proposer::start(raft.clone()), raft, sm, peers }
+        Node {
+            proposer: Proposer::start(raft.clone()),
+            raft,
+            sm,
+            peers,
+        }
     }
 
     /// Answers one request that came in on the raft port.
     pub async fn handle(&self, request: Request) -> Result<Response, RemoteError> {
         let raft = &self.raft;
         Ok(match request {
-            Request::AppendEntries(rpc) => Response::AppendEntries(raft.append_entries(rpc).await.map_err(unavailable)?),
+            Request::AppendEntries(rpc) => {
+                Response::AppendEntries(raft.append_entries(rpc).await.map_err(unavailable)?)
+            }
             Request::Vote(rpc) => Response::Vote(raft.vote(rpc).await.map_err(unavailable)?),
             Request::InstallSnapshot(rpc) => {
                 Response::InstallSnapshot(raft.install_snapshot(rpc).await.map_err(unavailable)?)
@@ -78,7 +85,10 @@ impl Node {
                     Routed::NotLeader(_) => return Err(RemoteError::NotLeader),
                 }
             }
-            Request::Join { node_id, addr } => self.via_leader(Request::AddMember { node_id, addr }).await?,
+            Request::Join { node_id, addr } => {
+                self.via_leader(Request::AddMember { node_id, addr })
+                    .await?
+            }
             Request::Write(command) => Response::Applied(self.write(command).await?),
             Request::Get { key, revision } => {
                 self.linearize().await?;
@@ -101,7 +111,11 @@ impl Node {
         // Checked here too, not only when applied, to keep huge values out of the log.
         if let Command::Create { key, value } | Command::Update { key, value, .. } = &command {
             if value.len() > MAX_VALUE_SIZE {
-                return Err(StoreError::TooLarge { key: key.clone(), size: value.len(), limit: MAX_VALUE_SIZE });
+                return Err(StoreError::TooLarge {
+                    key: key.clone(),
+                    size: value.len(),
+                    limit: MAX_VALUE_SIZE,
+                });
             }
         }
         match self.via_leader(Request::Propose(command)).await? {
@@ -143,11 +157,18 @@ impl Node {
                     Request::AddMember { .. } => ADD_MEMBER_TIMEOUT,
                     _ => LEADER_WAIT,
                 };
-                match self.peers.connection(&leader.addr).call(request.clone(), timeout).await {
+                match self
+                    .peers
+                    .connection(&leader.addr)
+                    .call(request.clone(), timeout)
+                    .await
+                {
                     Ok(response) => return Ok(response),
                     Err(CallError::Remote(RemoteError::Store(e))) => return Err(e),
                     Err(CallError::Remote(RemoteError::NotLeader) | CallError::Connect { .. }) => {}
-                    Err(e @ (CallError::Lost { .. } | CallError::Timeout { .. })) if !retry_when_lost => {
+                    Err(e @ (CallError::Lost { .. } | CallError::Timeout { .. }))
+                        if !retry_when_lost =>
+                    {
                         return Err(unavailable(e))
                     }
                     Err(e) => tracing::debug!("retrying a request to the leader: {e}"),
@@ -178,13 +199,28 @@ impl Node {
     /// Adds a server as a learner, waits until it has caught up, then makes it a
     /// voter. Adding a voter again does nothing.
     async fn add_member(&self, node_id: NodeId, addr: &str) -> Result<Routed, StoreError> {
-        let is_voter = self.raft.metrics().borrow().membership_config.membership().voter_ids().any(|id| id == node_id);
+        let is_voter = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|id| id == node_id);
         if !is_voter {
-            if let Err(e) = self.raft.add_learner(node_id, BasicNode::new(addr), true).await {
+            if let Err(e) = self
+                .raft
+                .add_learner(node_id, BasicNode::new(addr), true)
+                .await
+            {
                 return not_leader(e);
             }
             let voters: BTreeSet<NodeId> = [node_id].into();
-            if let Err(e) = self.raft.change_membership(ChangeMembers::AddVoterIds(voters), false).await {
+            if let Err(e) = self
+                .raft
+                .change_membership(ChangeMembers::AddVoterIds(voters), false)
+                .await
+            {
                 return not_leader(e);
             }
             tracing::info!(node_id, addr, "added a voting member");

@@ -51,7 +51,9 @@ impl Proposer {
     pub async fn propose(&self, command: Command) -> Result<Proposal, StoreError> {
         let (reply, answer) = oneshot::channel();
         let stopped = || StoreError::Unavailable("the store is shutting down".into());
-        self.queue.send(Pending { command, reply }).map_err(|_| stopped())?;
+        self.queue
+            .send(Pending { command, reply })
+            .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 }
@@ -66,7 +68,9 @@ fn value_len(command: &Command) -> usize {
 async fn propose_batches(raft: Raft<TypeConfig>, mut pending: mpsc::UnboundedReceiver<Pending>) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     while let Some(first) = pending.recv().await {
-        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
         // Everything that queued while waiting for the permit joins this batch.
         let mut bytes = value_len(&first.command);
         let mut batch = vec![first];
@@ -77,8 +81,10 @@ async fn propose_batches(raft: Raft<TypeConfig>, mut pending: mpsc::UnboundedRec
         }
         let raft = raft.clone();
         tokio::spawn(async move {
-            let (commands, replies): (Vec<Command>, Vec<_>) =
-                batch.into_iter().map(|pending| (pending.command, pending.reply)).unzip();
+            let (commands, replies): (Vec<Command>, Vec<_>) = batch
+                .into_iter()
+                .map(|pending| (pending.command, pending.reply))
+                .unzip();
             let written = raft.client_write(commands).await;
             drop(permit);
             match written {

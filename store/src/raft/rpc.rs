@@ -7,8 +7,8 @@
 //! writes and reads to any server.
 
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use serde::{Deserialize, Serialize};
 
@@ -40,12 +40,21 @@ pub enum Request {
     /// The log id a linearizable read must wait for.
     ReadIndex,
     /// Add a server as a learner, then make it a voter.
-    AddMember { node_id: NodeId, addr: String },
+    AddMember {
+        node_id: NodeId,
+        addr: String,
+    },
     // From clients, to any server.
     /// Join the cluster: routed to the leader as `AddMember`.
-    Join { node_id: NodeId, addr: String },
+    Join {
+        node_id: NodeId,
+        addr: String,
+    },
     Write(Command),
-    Get { key: String, revision: Option<Revision> },
+    Get {
+        key: String,
+        revision: Option<Revision>,
+    },
     Range(RangeRequest),
     CurrentRevision,
     /// Which server this one believes leads.

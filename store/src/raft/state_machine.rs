@@ -8,8 +8,8 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    AnyError, BasicNode, EntryPayload, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageError,
-    StorageIOError, StoredMembership,
+    AnyError, BasicNode, EntryPayload, OptionalSend, RaftSnapshotBuilder, SnapshotMeta,
+    StorageError, StorageIOError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
 
@@ -51,7 +51,10 @@ impl StateMachineStore {
     /// Loads the last snapshot kept in `dir`, if any.
     pub fn open(dir: &Path) -> Result<StateMachineStore, SnapshotError> {
         let path = dir.join(SNAPSHOT_FILE);
-        let error = |reason: String| SnapshotError { path: path.clone(), reason };
+        let error = |reason: String| SnapshotError {
+            path: path.clone(),
+            reason,
+        };
         std::fs::create_dir_all(dir).map_err(|e| error(e.to_string()))?;
         let state = match std::fs::read(&path) {
             Ok(bytes) => {
@@ -70,17 +73,24 @@ impl StateMachineStore {
             },
             Err(e) => return Err(error(e.to_string())),
         };
-        Ok(StateMachineStore { state: Arc::new(RwLock::new(state)), dir: dir.to_path_buf() })
+        Ok(StateMachineStore {
+            state: Arc::new(RwLock::new(state)),
+            dir: dir.to_path_buf(),
+        })
     }
 
     pub fn read(&self) -> RwLockReadGuard<'_, SmState> {
         // Applying does not panic halfway through a command, so a poisoned lock
         // still guards a consistent state.
-        self.state.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn write(&self) -> RwLockWriteGuard<'_, SmState> {
-        self.state.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn snapshot_path(&self) -> PathBuf {
@@ -108,7 +118,10 @@ fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-fn snapshot_error(meta: &SnapshotMeta<NodeId, BasicNode>, reason: impl std::fmt::Display) -> StorageError<NodeId> {
+fn snapshot_error(
+    meta: &SnapshotMeta<NodeId, BasicNode>,
+    reason: impl std::fmt::Display,
+) -> StorageError<NodeId> {
     let e = io::Error::other(reason.to_string());
     StorageIOError::write_snapshot(Some(meta.signature()), AnyError::new(&e)).into()
 }
@@ -118,7 +131,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         let file = {
             let state = self.read();
             let last_applied = state.last_applied;
-            let snapshot_id = last_applied.map_or("empty".to_string(), |id| format!("{}-{}", id.leader_id, id.index));
+            let snapshot_id = last_applied.map_or("empty".to_string(), |id| {
+                format!("{}-{}", id.leader_id, id.index)
+            });
             SnapshotFile {
                 meta: SnapshotMeta {
                     last_log_id: last_applied,
@@ -140,7 +155,10 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         .map_err(|e| snapshot_error(&meta, e))?
         .map_err(|e| snapshot_error(&meta, e))?;
         tracing::info!(snapshot = %meta, bytes = bytes.len(), "built a raft snapshot");
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        })
     }
 }
 
@@ -165,9 +183,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             state.last_applied = Some(entry.log_id);
             results.push(match entry.payload {
                 EntryPayload::Blank => Vec::new(),
-                EntryPayload::Normal(commands) => {
-                    commands.into_iter().map(|command| state.mvcc.apply(command)).collect()
-                }
+                EntryPayload::Normal(commands) => commands
+                    .into_iter()
+                    .map(|command| state.mvcc.apply(command))
+                    .collect(),
                 EntryPayload::Membership(membership) => {
                     state.membership = StoredMembership::new(Some(entry.log_id), membership);
                     Vec::new()
@@ -181,7 +200,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
@@ -205,7 +226,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
         let path = self.snapshot_path();
         let bytes = match tokio::fs::read(&path).await {
             Ok(bytes) => bytes,
@@ -216,6 +239,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let e = io::Error::other(format!("{}: {reason}", path.display()));
             StorageError::from(StorageIOError::read_snapshot(None, AnyError::new(&e)))
         })?;
-        Ok(Some(Snapshot { meta: file.meta, snapshot: Box::new(Cursor::new(bytes)) }))
+        Ok(Some(Snapshot {
+            meta: file.meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        }))
     }
 }

@@ -23,7 +23,9 @@ use super::state_machine::StateMachineStore;
 use super::{server, JournalError, NodeId, SnapshotError, TypeConfig};
 use crate::compaction::{AutoCompaction, DEFAULT_COMPACTION_INTERVAL};
 use crate::mvcc::Command;
-use crate::{KeyValue, RangeRequest, RangeResponse, Result, Revision, Store, StoreError, WatchStream};
+use crate::{
+    KeyValue, RangeRequest, RangeResponse, Result, Revision, Store, StoreError, WatchStream,
+};
 
 /// How long a new server keeps asking to join (the member it asks may still be starting).
 const JOIN_WAIT: Duration = Duration::from_secs(120);
@@ -52,7 +54,11 @@ pub struct RaftConfig {
 }
 
 impl RaftConfig {
-    pub fn new(node_id: NodeId, data_dir: impl Into<PathBuf>, addr: impl Into<String>) -> RaftConfig {
+    pub fn new(
+        node_id: NodeId,
+        data_dir: impl Into<PathBuf>,
+        addr: impl Into<String>,
+    ) -> RaftConfig {
         RaftConfig {
             node_id,
             data_dir: data_dir.into(),
@@ -89,7 +95,10 @@ pub enum RaftStoreError {
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: String, source: std::io::Error },
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("invalid raft configuration: {0}")]
     Config(String),
     #[error("raft: {0}")]
@@ -112,20 +121,33 @@ impl RaftStore {
         let log = LogStore::open(&config.data_dir.join("log"))?;
         let sm = StateMachineStore::open(&config.data_dir.join("snapshot"))?;
         let fresh = log.is_empty();
-        let listen_error = |source| RaftStoreError::Listen { addr: config.addr.clone(), source };
-        let listener = TcpListener::bind(&config.addr).await.map_err(listen_error)?;
+        let listen_error = |source| RaftStoreError::Listen {
+            addr: config.addr.clone(),
+            source,
+        };
+        let listener = TcpListener::bind(&config.addr)
+            .await
+            .map_err(listen_error)?;
         let addr = listener.local_addr().map_err(listen_error)?.to_string();
         let peers = Peers::default();
-        let raft = Raft::new(config.node_id, Arc::new(config.raft_config()?), peers.clone(), log, sm.clone())
-            .await
-            .map_err(|e| RaftStoreError::Raft(e.to_string()))?;
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(config.raft_config()?),
+            peers.clone(),
+            log,
+            sm.clone(),
+        )
+        .await
+        .map_err(|e| RaftStoreError::Raft(e.to_string()))?;
         let node = Arc::new(Node::new(raft, sm, peers));
         let server = tokio::spawn(server::serve(listener, node.clone()));
         let store = Arc::new_cyclic(|this: &Weak<RaftStore>| RaftStore {
             node,
             addr,
             server,
-            _compaction: config.compaction_interval.map(|interval| AutoCompaction::start(this.clone(), interval)),
+            _compaction: config
+                .compaction_interval
+                .map(|interval| AutoCompaction::start(this.clone(), interval)),
         });
         if fresh {
             match &config.join {
@@ -151,12 +173,20 @@ impl RaftStore {
     /// the same data dir again.
     pub async fn shutdown(&self) -> Result<(), RaftStoreError> {
         self.server.abort();
-        self.node.raft.shutdown().await.map_err(|e| RaftStoreError::Raft(e.to_string()))
+        self.node
+            .raft
+            .shutdown()
+            .await
+            .map_err(|e| RaftStoreError::Raft(e.to_string()))
     }
 
     async fn bootstrap(&self, node_id: NodeId) -> Result<(), RaftStoreError> {
         let members = BTreeMap::from([(node_id, BasicNode::new(&self.addr))]);
-        self.node.raft.initialize(members).await.map_err(|e| RaftStoreError::Raft(e.to_string()))?;
+        self.node
+            .raft
+            .initialize(members)
+            .await
+            .map_err(|e| RaftStoreError::Raft(e.to_string()))?;
         tracing::info!(node_id, "started a new one-server cluster");
         Ok(())
     }
@@ -164,16 +194,23 @@ impl RaftStore {
     /// Asks `seed` (any member) to have the leader add this server as a learner
     /// and then as a voter, retrying while `seed` cannot be reached.
     async fn join(&self, node_id: NodeId, seed: &str) -> Result<(), RaftStoreError> {
-        let join_error = |reason: String| RaftStoreError::Join { seed: seed.to_string(), reason };
+        let join_error = |reason: String| RaftStoreError::Join {
+            seed: seed.to_string(),
+            reason,
+        };
         let connection = Connection::new(seed);
         let deadline = Instant::now() + JOIN_WAIT;
         loop {
-            let request = Request::Join { node_id, addr: self.addr.clone() };
+            let request = Request::Join {
+                node_id,
+                addr: self.addr.clone(),
+            };
             match connection.call(request, JOIN_TIMEOUT).await {
                 Ok(_) => break,
-                Err(CallError::Connect { .. } | CallError::Remote(RemoteError::Store(StoreError::Unavailable(_))))
-                    if Instant::now() < deadline =>
-                {
+                Err(
+                    CallError::Connect { .. }
+                    | CallError::Remote(RemoteError::Store(StoreError::Unavailable(_))),
+                ) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(200)).await
                 }
                 Err(e) => return Err(join_error(e.to_string())),
@@ -185,23 +222,53 @@ impl RaftStore {
 }
 
 impl Drop for RaftStore {
+    /// Stops the raft port and starts stopping raft; call [`RaftStore::shutdown`]
+    /// to wait until the log is closed.
     fn drop(&mut self) {
         self.server.abort();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let raft = self.node.raft.clone();
+            runtime.spawn(async move { raft.shutdown().await });
+        }
     }
 }
 
 #[async_trait]
 impl Store for RaftStore {
     async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue> {
-        self.node.write(Command::Create { key: key.to_string(), value }).await?.into_put()
+        self.node
+            .write(Command::Create {
+                key: key.to_string(),
+                value,
+            })
+            .await?
+            .into_put()
     }
 
-    async fn update(&self, key: &str, value: Bytes, expected: Option<Revision>) -> Result<KeyValue> {
-        self.node.write(Command::Update { key: key.to_string(), value, expected }).await?.into_put()
+    async fn update(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected: Option<Revision>,
+    ) -> Result<KeyValue> {
+        self.node
+            .write(Command::Update {
+                key: key.to_string(),
+                value,
+                expected,
+            })
+            .await?
+            .into_put()
     }
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<(KeyValue, Revision)> {
-        self.node.write(Command::Delete { key: key.to_string(), expected }).await?.into_deleted()
+        self.node
+            .write(Command::Delete {
+                key: key.to_string(),
+                expected,
+            })
+            .await?
+            .into_deleted()
     }
 
     async fn get(&self, key: &str, revision: Option<Revision>) -> Result<Option<KeyValue>> {
@@ -224,6 +291,9 @@ impl Store for RaftStore {
     }
 
     async fn compact(&self, revision: Revision) -> Result<()> {
-        self.node.write(Command::Compact { revision }).await?.into_compacted()
+        self.node
+            .write(Command::Compact { revision })
+            .await?
+            .into_compacted()
     }
 }
