@@ -1,0 +1,138 @@
+//! The pods bound to this node: a watch (`spec.nodeName=<node>`) feeds one
+//! worker per pod; sandboxes that belong to no pod are removed.
+
+pub mod backoff;
+pub mod command;
+pub mod env;
+mod events;
+mod hooks;
+pub mod labels;
+pub mod probe;
+pub mod sources;
+pub mod spec;
+pub mod status;
+pub mod volumes;
+mod worker;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use client::events::EventRecorder;
+use client::informer::Informer;
+use client::k8s_openapi::api::core::v1::Pod;
+use client::kube::runtime::watcher;
+use client::kube::{Api, Client};
+use tokio::sync::{mpsc, Notify};
+
+use crate::cri::{api as cri, Cri};
+use crate::node::NodeIdentity;
+
+/// How often sandboxes without a pod are looked for.
+const ORPHAN_SWEEP: Duration = Duration::from_secs(30);
+
+/// What every pod worker shares.
+pub struct Context {
+    pub client: Client,
+    pub cri: Cri,
+    pub recorder: EventRecorder,
+    pub pods: Informer<Pod>,
+    pub node: NodeIdentity,
+    /// Pod volumes live under `<root_dir>/pods/<uid>`.
+    pub root_dir: PathBuf,
+    /// Container logs live under `<log_dir>/<namespace>_<name>_<uid>`.
+    pub log_dir: PathBuf,
+}
+
+impl Context {
+    /// The node's allocatable resources, for resource fields without limits.
+    pub fn allocatable(&self) -> BTreeMap<String, api::Quantity> {
+        crate::node::capacity(&self.node.host).into_iter().filter_map(|(name, q)| Some((name, api::Quantity::parse(&q.0).ok()?))).collect()
+    }
+}
+
+/// A running pod worker; its task ends when this is dropped.
+struct WorkerHandle {
+    wake: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Watches this node's pods and runs a worker for each until it is gone.
+pub async fn run(ctx: Arc<Context>) {
+    let (changes, mut changed) = mpsc::unbounded_channel::<(String, String)>();
+    ctx.pods.on_change(move |change| {
+        let pod = change.object();
+        let key = client::object_key(pod.metadata.namespace.as_deref(), pod.metadata.name.as_deref().unwrap_or_default());
+        let _ = changes.send((key, pod.metadata.uid.clone().unwrap_or_default()));
+    });
+    let selector = format!("spec.nodeName={}", ctx.node.name);
+    let _watch = client::AbortOnDrop(vec![ctx.pods.start(Api::all(ctx.client.clone()), watcher::Config::default().fields(&selector))]);
+    ctx.pods.wait_synced().await;
+    tracing::info!(node = %ctx.node.name, pods = ctx.pods.len(), "watching the node's pods");
+
+    let (finished, mut done) = mpsc::unbounded_channel::<String>();
+    let mut workers: HashMap<String, WorkerHandle> = HashMap::new();
+    let mut sweep = tokio::time::interval(ORPHAN_SWEEP);
+    loop {
+        tokio::select! {
+            Some((key, uid)) = changed.recv() => match workers.get(&uid) {
+                Some(worker) => worker.wake.notify_one(),
+                None => {
+                    let wake = Arc::new(Notify::new());
+                    let worker = worker::PodWorker::new(ctx.clone(), key, uid.clone(), wake.clone());
+                    let finished = finished.clone();
+                    let id = uid.clone();
+                    let task = tokio::spawn(async move {
+                        worker.run().await;
+                        let _ = finished.send(id);
+                    });
+                    workers.insert(uid, WorkerHandle { wake, task });
+                }
+            },
+            Some(uid) = done.recv() => {
+                workers.remove(&uid);
+            }
+            _ = sweep.tick() => {
+                let known: HashSet<String> = workers.keys().cloned().chain(ctx.pods.list().iter().filter_map(|p| p.metadata.uid.clone())).collect();
+                if let Err(error) = remove_orphans(&ctx, &known).await {
+                    tracing::warn!(%error, "could not remove orphaned sandboxes");
+                }
+            }
+        }
+    }
+}
+
+/// Removes sandboxes (with their containers and volumes) of pods this node no
+/// longer has, and containers whose sandbox is gone.
+async fn remove_orphans(ctx: &Context, known: &HashSet<String>) -> Result<(), tonic::Status> {
+    let mut runtime = ctx.cri.runtime.clone();
+    let sandboxes = runtime.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }).await?.into_inner().items;
+    let mut remaining = HashSet::new();
+    for sandbox in sandboxes {
+        let uid = sandbox.labels.get(labels::POD_UID).cloned().unwrap_or_default();
+        if known.contains(&uid) {
+            remaining.insert(sandbox.id);
+            continue;
+        }
+        tracing::info!(sandbox = %sandbox.id, pod_uid = %uid, "removing a sandbox that belongs to no pod");
+        runtime.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: sandbox.id.clone() }).await?;
+        runtime.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: sandbox.id }).await?;
+        if !uid.is_empty() {
+            if let Err(error) = volumes::tear_down(&ctx.root_dir, &uid) {
+                tracing::warn!(%error, pod_uid = %uid, "could not remove an orphaned pod's volumes");
+            }
+        }
+    }
+    let containers = runtime.list_containers(cri::ListContainersRequest { filter: None }).await?.into_inner().containers;
+    for container in containers.into_iter().filter(|c| !remaining.contains(&c.pod_sandbox_id)) {
+        runtime.remove_container(cri::RemoveContainerRequest { container_id: container.id }).await?;
+    }
+    Ok(())
+}

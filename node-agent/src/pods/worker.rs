@@ -1,0 +1,578 @@
+//! One pod's worker: a level-triggered loop that compares the pod's spec with
+//! what CRI reports and acts (sandbox, init containers in order, containers,
+//! restarts with back-off, probes, kills), then writes the pod's status. On
+//! deletion it stops the pod gracefully and removes the pod object.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use client::events::EventType;
+use client::k8s_openapi::api::core::v1::{Container, Pod, PodStatus};
+use client::kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use client::kube::Api;
+use tokio::sync::Notify;
+
+use super::backoff::Backoff;
+use super::command::{effective_argv, expand_command, ImageProcess};
+use super::events::PodEvents;
+use super::probe::{self, Kind, SharedResults, Target};
+use super::spec::{self, ContainerInputs, ImageUser};
+use super::status::{self, Instance, Observed, PodFacts, RunState, Waiting};
+use super::{env, hooks, labels, sources, volumes, Context};
+use crate::cri::api as cri;
+
+/// How often a pod is synced without any change (probes and exits are noticed
+/// sooner through the wake-up).
+const RESYNC: Duration = Duration::from_secs(1);
+/// How often the same back-off event is repeated.
+const BACKOFF_EVENT_EVERY: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("CRI: {0}")]
+    Cri(#[from] tonic::Status),
+    #[error("API: {0}")]
+    Api(#[from] client::kube::Error),
+}
+
+/// The probes of one running container.
+struct Probes {
+    results: SharedResults,
+    _tasks: client::AbortOnDrop,
+}
+
+/// What the worker of one pod remembers between syncs; everything else is read
+/// from CRI each time, so a restarted agent picks up where it was.
+pub struct PodWorker {
+    ctx: Arc<Context>,
+    key: String,
+    uid: String,
+    wake: Arc<Notify>,
+    crash_backoff: HashMap<String, Backoff>,
+    pull_backoff: HashMap<String, Backoff>,
+    /// Why a container is not running, for its status.
+    waiting: HashMap<String, Waiting>,
+    probes: HashMap<String, Probes>,
+    /// When a back-off event was last emitted, per container.
+    backoff_events: HashMap<String, Instant>,
+    last_status: Option<PodStatus>,
+    sandbox_config: Option<cri::PodSandboxConfig>,
+}
+
+/// The instances of each container name, newest first.
+type Instances = HashMap<String, Vec<Instance>>;
+
+impl PodWorker {
+    pub fn new(ctx: Arc<Context>, key: String, uid: String, wake: Arc<Notify>) -> Self {
+        Self {
+            ctx,
+            key,
+            uid,
+            wake,
+            crash_backoff: HashMap::new(),
+            pull_backoff: HashMap::new(),
+            waiting: HashMap::new(),
+            probes: HashMap::new(),
+            backoff_events: HashMap::new(),
+            last_status: None,
+            sandbox_config: None,
+        }
+    }
+
+    /// Runs until the pod is gone from the node.
+    pub async fn run(mut self) {
+        loop {
+            let pod = self.ctx.pods.get_by_key(&self.key).filter(|pod| pod.metadata.uid.as_deref() == Some(self.uid.as_str()));
+            let outcome = match &pod {
+                Some(pod) if pod.metadata.deletion_timestamp.is_none() => self.sync(pod).await.map(|()| false),
+                Some(pod) => self.terminate(Some(pod)).await.map(|()| true),
+                None => self.terminate(None).await.map(|()| true),
+            };
+            match outcome {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(error) => tracing::warn!(pod = %self.key, %error, "pod sync failed; retrying"),
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(RESYNC) => {}
+            }
+        }
+    }
+
+    async fn sandboxes(&self) -> Result<Vec<cri::PodSandbox>, SyncError> {
+        let filter = cri::PodSandboxFilter { label_selector: [(labels::POD_UID.to_string(), self.uid.clone())].into(), ..Default::default() };
+        Ok(self.ctx.cri.runtime.clone().list_pod_sandbox(cri::ListPodSandboxRequest { filter: Some(filter) }).await?.into_inner().items)
+    }
+
+    /// The pod's container instances from CRI, grouped by name, newest first;
+    /// instances older than the previous one are removed, as the kubelet's
+    /// garbage collection does.
+    async fn instances(&self, sandbox_id: &str) -> Result<Instances, SyncError> {
+        let mut runtime = self.ctx.cri.runtime.clone();
+        let filter = cri::ContainerFilter { pod_sandbox_id: sandbox_id.to_string(), ..Default::default() };
+        let listed = runtime.list_containers(cri::ListContainersRequest { filter: Some(filter) }).await?.into_inner().containers;
+        let mut grouped: Instances = HashMap::new();
+        for container in listed {
+            let Some(name) = container.labels.get(labels::CONTAINER_NAME).cloned() else { continue };
+            let reply = match runtime.container_status(cri::ContainerStatusRequest { container_id: container.id.clone(), verbose: false }).await {
+                Ok(reply) => reply.into_inner(),
+                Err(status) if status.code() == tonic::Code::NotFound => continue,
+                Err(status) => return Err(status.into()),
+            };
+            let Some(found) = reply.status else { continue };
+            grouped.entry(name).or_default().push(instance_of(found));
+        }
+        for list in grouped.values_mut() {
+            list.sort_by_key(|i| std::cmp::Reverse((i.restart_count, i.started_at)));
+            for old in list.drain(2.min(list.len())..) {
+                let _ = runtime.remove_container(cri::RemoveContainerRequest { container_id: old.id }).await;
+            }
+        }
+        Ok(grouped)
+    }
+
+    async fn sync(&mut self, pod: &Pod) -> Result<(), SyncError> {
+        let events = PodEvents::new(self.ctx.recorder.clone(), pod);
+        let spec = pod.spec.clone().unwrap_or_default();
+        let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+        let terminal = phase == "Succeeded" || phase == "Failed";
+        let sandboxes = self.sandboxes().await?;
+        let ready = sandboxes.iter().find(|s| s.state == cri::PodSandboxState::SandboxReady as i32).map(|s| s.id.clone());
+
+        let sandbox_id = match ready {
+            Some(id) => id,
+            None if terminal => return Ok(()),
+            None => {
+                for stale in &sandboxes {
+                    self.remove_sandbox(&stale.id).await?;
+                }
+                match self.start_sandbox(pod, &events, sandboxes.len() as u32).await? {
+                    Some(id) => id,
+                    None => return self.write_status(pod, &HashMap::new(), None).await,
+                }
+            }
+        };
+        let sandbox = self.ctx.cri.runtime.clone().pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: sandbox_id.clone(), verbose: false }).await?.into_inner().status;
+        let pod_ips: Vec<String> = sandbox
+            .as_ref()
+            .and_then(|s| s.network.as_ref())
+            .map(|n| std::iter::once(n.ip.clone()).chain(n.additional_ips.iter().map(|ip| ip.ip.clone())).filter(|ip| !ip.is_empty()).collect())
+            .unwrap_or_default();
+        let pod_ip = pod_ips.first().cloned().unwrap_or_default();
+        let instances = self.instances(&sandbox_id).await?;
+
+        if terminal {
+            // A finished pod runs nothing more; its sandbox goes.
+            self.stop_all(pod, &instances, &events, 0).await;
+            self.ctx.cri.runtime.clone().stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: sandbox_id }).await?;
+            return Ok(());
+        }
+
+        let policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
+        let mut initialized = true;
+        for container in spec.init_containers.iter().flatten() {
+            let current = instances.get(&container.name).and_then(|list| list.first());
+            match current {
+                Some(done) if done.succeeded() => continue,
+                Some(running) if running.state == RunState::Running || running.state == RunState::Created => {}
+                Some(failed) if failed.state == RunState::Exited => {
+                    if policy != "Never" {
+                        self.restart(pod, container, failed, &sandbox_id, &events).await?;
+                    }
+                }
+                _ => self.start(pod, container, 0, &sandbox_id, &events).await?,
+            }
+            initialized = false;
+            break;
+        }
+        if initialized {
+            for container in &spec.containers {
+                let current = instances.get(&container.name).and_then(|list| list.first());
+                match current {
+                    None => self.start(pod, container, 0, &sandbox_id, &events).await?,
+                    Some(instance) if instance.state == RunState::Running => self.check_running(pod, container, instance, &pod_ip, &events).await,
+                    Some(instance) if instance.state == RunState::Created => {
+                        // Created but never started (the agent stopped in between).
+                        self.ctx.cri.runtime.clone().start_container(cri::StartContainerRequest { container_id: instance.id.clone() }).await?;
+                    }
+                    Some(instance) => {
+                        let restart = policy == "Always" || (policy == "OnFailure" && instance.exit_code != 0);
+                        if restart {
+                            self.restart(pod, container, instance, &sandbox_id, &events).await?;
+                        }
+                    }
+                }
+            }
+        }
+        // Probes of containers that are gone stop with them.
+        let live: HashSet<&str> = instances.values().flatten().filter(|i| i.state == RunState::Running).map(|i| i.id.as_str()).collect();
+        self.probes.retain(|id, _| live.contains(id.as_str()));
+
+        let instances = self.instances(&sandbox_id).await?;
+        self.write_status(pod, &instances, Some(pod_ips)).await
+    }
+
+    /// Volumes, then RunPodSandbox. `None` when the pod cannot start yet (the
+    /// reason is in an event and in the containers' waiting state).
+    async fn start_sandbox(&mut self, pod: &Pod, events: &PodEvents, attempt: u32) -> Result<Option<String>, SyncError> {
+        let sources = sources::fetch(&self.ctx.client, pod, self.ctx.allocatable()).await?;
+        if let Err(error) = volumes::set_up(&self.ctx.root_dir, pod, &sources) {
+            events.pod(EventType::Warning, "FailedMount", format!("MountVolume.SetUp failed: {error}"));
+            self.wait_all(pod, Waiting::new("ContainerCreating", ""));
+            return Ok(None);
+        }
+        let config = spec::sandbox_config(pod, &self.ctx.log_dir, attempt);
+        let request = cri::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() };
+        match self.ctx.cri.runtime.clone().run_pod_sandbox(request).await {
+            Ok(reply) => {
+                self.sandbox_config = Some(config);
+                Ok(Some(reply.into_inner().pod_sandbox_id))
+            }
+            Err(status) => {
+                events.pod(EventType::Warning, "FailedCreatePodSandBox", format!("Failed to create pod sandbox: {}", status.message()));
+                self.wait_all(pod, Waiting::new("ContainerCreating", ""));
+                Ok(None)
+            }
+        }
+    }
+
+    fn wait_all(&mut self, pod: &Pod, waiting: Waiting) {
+        for container in pod.spec.iter().flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers)) {
+            self.waiting.insert(container.name.clone(), waiting.clone());
+        }
+    }
+
+    /// A running container: start its probes (once), and kill it when its
+    /// liveness or startup probe failed.
+    async fn check_running(&mut self, pod: &Pod, container: &Container, instance: &Instance, pod_ip: &str, events: &PodEvents) {
+        self.waiting.remove(&container.name);
+        let probes = self.probes.entry(instance.id.clone()).or_insert_with(|| {
+            let results = SharedResults::default();
+            let target = Target { cri: self.ctx.cri.clone(), container_id: instance.id.clone(), container: container.clone(), pod_ip: pod_ip.to_string() };
+            let (events, name) = (events.clone(), container.name.clone());
+            let on_failure: probe::OnFailure = Arc::new(move |kind: Kind, message: String| {
+                events.container(&name, EventType::Warning, "Unhealthy", format!("{} probe failed: {message}", kind.title()));
+            });
+            let tasks = probe::start(target, results.clone(), self.wake.clone(), on_failure);
+            Probes { results, _tasks: client::AbortOnDrop(tasks) }
+        });
+        let failed = probe::lock(&probes.results).failed;
+        if let Some(kind) = failed {
+            let probe_name = if kind == Kind::Startup { "startup" } else { "liveness" };
+            events.container(&container.name, EventType::Normal, "Killing", format!("Container {} failed {probe_name} probe, will be restarted", container.name));
+            self.probes.remove(&instance.id);
+            let grace = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
+            let request = cri::StopContainerRequest { container_id: instance.id.clone(), timeout: grace };
+            if let Err(status) = self.ctx.cri.runtime.clone().stop_container(request).await {
+                tracing::warn!(pod = %self.key, container = %container.name, %status, "could not stop an unhealthy container");
+            }
+        }
+    }
+
+    /// An exited container that its restart policy restarts: now, or after its back-off.
+    async fn restart(&mut self, pod: &Pod, container: &Container, exited: &Instance, sandbox_id: &str, events: &PodEvents) -> Result<(), SyncError> {
+        let now = SystemTime::now();
+        let finished = SystemTime::UNIX_EPOCH + Duration::from_nanos(exited.finished_at.max(0) as u64);
+        let backoff = self.crash_backoff.entry(container.name.clone()).or_default();
+        if let Some(remaining) = backoff.remaining_since(finished, now) {
+            let full_name = spec::pod_full_name(pod);
+            let message = format!("back-off {}s restarting failed container={} pod={full_name}", backoff.delay().as_secs(), container.name);
+            self.waiting.insert(container.name.clone(), Waiting::new("CrashLoopBackOff", message));
+            let due = self.backoff_events.get(&container.name).is_none_or(|at| at.elapsed() >= BACKOFF_EVENT_EVERY);
+            if due {
+                self.backoff_events.insert(container.name.clone(), Instant::now());
+                events.container(&container.name, EventType::Warning, "BackOff", format!("Back-off restarting failed container {} in pod {full_name}", container.name));
+            }
+            let wake = self.wake.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(remaining).await;
+                wake.notify_one();
+            });
+            return Ok(());
+        }
+        backoff.next(now);
+        self.backoff_events.remove(&container.name);
+        self.start(pod, container, exited.restart_count + 1, sandbox_id, events).await
+    }
+
+    /// Pull, config, CreateContainer, StartContainer, postStart. Failures that
+    /// belong to the pod (image, config) become the container's waiting reason.
+    async fn start(&mut self, pod: &Pod, container: &Container, restart_count: i32, sandbox_id: &str, events: &PodEvents) -> Result<(), SyncError> {
+        let name = container.name.clone();
+        let Some(image_ref) = self.ensure_image(container, events).await? else { return Ok(()) };
+        let sources = sources::fetch(&self.ctx.client, pod, self.ctx.allocatable()).await?;
+        let config_error = |this: &mut Self, message: String| {
+            events.container(&name, EventType::Warning, "Failed", format!("Error: {message}"));
+            this.waiting.insert(name.clone(), Waiting::new("CreateContainerConfigError", message));
+        };
+        let env = match env::container_env(pod, container, &sources) {
+            Ok(env) => env,
+            Err(error) => return Ok(config_error(self, error.to_string())),
+        };
+        let volume_paths = match volumes::set_up(&self.ctx.root_dir, pod, &sources) {
+            Ok(paths) => paths,
+            Err(error) => {
+                events.pod(EventType::Warning, "FailedMount", format!("MountVolume.SetUp failed: {error}"));
+                self.waiting.insert(name, Waiting::new("ContainerCreating", ""));
+                return Ok(());
+            }
+        };
+        let mounts = match volumes::mounts(container, &volume_paths) {
+            Ok(mounts) => mounts,
+            Err(error) => return Ok(config_error(self, error.to_string())),
+        };
+        let (user, process) = self.image_facts(&image_ref).await?;
+        let env_map: HashMap<String, String> = env.iter().cloned().collect();
+        let (command, args) = expand_command(container.command.as_deref().unwrap_or_default(), container.args.as_deref().unwrap_or_default(), &env_map);
+        // With the image's config known the agent combines the argv itself; else
+        // the runtime does (CRI's rule is the same).
+        let (command, args) = match process {
+            Some(process) => (effective_argv(&command, &args, &process), Vec::new()),
+            None => (command, args),
+        };
+        let inputs = ContainerInputs { command, args, env, mounts, restart_count, image_ref };
+        let config = match spec::container_config(pod, container, inputs, &user) {
+            Ok(config) => config,
+            Err(error) => return Ok(config_error(self, error.to_string())),
+        };
+        let sandbox_config = self.sandbox_config.clone().unwrap_or_else(|| spec::sandbox_config(pod, &self.ctx.log_dir, 0));
+        let mut runtime = self.ctx.cri.runtime.clone();
+        let request = cri::CreateContainerRequest { pod_sandbox_id: sandbox_id.to_string(), config: Some(config), sandbox_config: Some(sandbox_config) };
+        let id = match runtime.create_container(request).await {
+            Ok(reply) => reply.into_inner().container_id,
+            Err(status) => {
+                events.container(&name, EventType::Warning, "Failed", format!("Error: {}", status.message()));
+                self.waiting.insert(name, Waiting::new("CreateContainerError", status.message()));
+                return Ok(());
+            }
+        };
+        events.container(&name, EventType::Normal, "Created", format!("Created container: {name}"));
+        if let Err(status) = runtime.start_container(cri::StartContainerRequest { container_id: id.clone() }).await {
+            events.container(&name, EventType::Warning, "Failed", format!("Error: failed to start container {name:?}: {}", status.message()));
+            self.waiting.insert(name, Waiting::new("RunContainerError", status.message()));
+            return Ok(());
+        }
+        self.waiting.remove(&name);
+        events.container(&name, EventType::Normal, "Started", format!("Started container {name}"));
+        if let Some(hook) = container.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
+            let pod_ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap_or_default();
+            let target = Target { cri: self.ctx.cri.clone(), container_id: id.clone(), container: container.clone(), pod_ip };
+            if let Err(message) = hooks::run(hook, &target, Duration::from_secs(30)).await {
+                events.container(&name, EventType::Warning, "FailedPostStartHook", format!("PostStartHook failed: {message}"));
+                events.container(&name, EventType::Normal, "Killing", format!("FailedPostStartHook: stopping container {name}"));
+                runtime.stop_container(cri::StopContainerRequest { container_id: id, timeout: 0 }).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The image per `imagePullPolicy`; `None` while the container must wait
+    /// (pull failed, in back-off, or absent under `Never`).
+    async fn ensure_image(&mut self, container: &Container, events: &PodEvents) -> Result<Option<String>, SyncError> {
+        let name = container.name.clone();
+        let image = container.image.clone().unwrap_or_default();
+        let now = SystemTime::now();
+        if self.pull_backoff.get(&name).and_then(|b| b.remaining(now)).is_some() {
+            let message = format!("Back-off pulling image {image:?}");
+            events.container(&name, EventType::Normal, "BackOff", message.clone());
+            self.waiting.insert(name, Waiting::new("ImagePullBackOff", message));
+            return Ok(None);
+        }
+        let spec = cri::ImageSpec { image: image.clone(), ..Default::default() };
+        let mut images = self.ctx.cri.images.clone();
+        let present = images.image_status(cri::ImageStatusRequest { image: Some(spec.clone()), verbose: false }).await?.into_inner().image;
+        let policy = container.image_pull_policy.clone().unwrap_or_else(|| api::defaults::pull_policy_for(Some(&image)));
+        match (policy.as_str(), present) {
+            ("Never", None) => {
+                let message = format!("Container image {image:?} is not present with pull policy of Never");
+                events.container(&name, EventType::Warning, "ErrImageNeverPull", message.clone());
+                self.waiting.insert(name, Waiting::new("ErrImageNeverPull", message));
+                Ok(None)
+            }
+            ("Never" | "IfNotPresent", Some(found)) => {
+                events.container(&name, EventType::Normal, "Pulled", format!("Container image {image:?} already present on machine"));
+                Ok(Some(found.id))
+            }
+            _ => {
+                events.container(&name, EventType::Normal, "Pulling", format!("Pulling image {image:?}"));
+                let started = Instant::now();
+                match images.pull_image(cri::PullImageRequest { image: Some(spec), auth: None, sandbox_config: self.sandbox_config.clone() }).await {
+                    Ok(reply) => {
+                        let took = started.elapsed().as_secs_f64();
+                        events.container(&name, EventType::Normal, "Pulled", format!("Successfully pulled image {image:?} in {took:.3}s ({took:.3}s including waiting)"));
+                        self.pull_backoff.remove(&name);
+                        Ok(Some(reply.into_inner().image_ref))
+                    }
+                    Err(status) => {
+                        events.container(&name, EventType::Warning, "Failed", format!("Failed to pull image {image:?}: {}", status.message()));
+                        events.container(&name, EventType::Warning, "Failed", "Error: ErrImagePull".into());
+                        self.pull_backoff.entry(name.clone()).or_default().next(now);
+                        self.waiting.insert(name, Waiting::new("ErrImagePull", format!("failed to pull image {image:?}: {}", status.message())));
+                        Ok(None)
+                    }
+                }
+            }
+        }
+    }
+
+    /// The image's user (for runAsNonRoot) and, when the runtime tells,
+    /// its Entrypoint and Cmd.
+    async fn image_facts(&self, image_ref: &str) -> Result<(ImageUser, Option<ImageProcess>), SyncError> {
+        let request = cri::ImageStatusRequest { image: Some(cri::ImageSpec { image: image_ref.to_string(), ..Default::default() }), verbose: true };
+        let reply = self.ctx.cri.images.clone().image_status(request).await?.into_inner();
+        let user = reply.image.as_ref().map(|i| ImageUser { uid: i.uid.as_ref().map(|u| u.value), username: i.username.clone() }).unwrap_or_default();
+        Ok((user, reply.info.get("info").and_then(|info| image_process(info))))
+    }
+
+    async fn write_status(&mut self, pod: &Pod, instances: &Instances, pod_ips: Option<Vec<String>>) -> Result<(), SyncError> {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let observe = |this: &Self, container: &Container| {
+            let list = instances.get(&container.name);
+            let current = list.and_then(|l| l.first()).cloned();
+            let results = current.as_ref().and_then(|c| this.probes.get(&c.id)).map(|p| probe::lock(&p.results).clone());
+            let results = results.unwrap_or(probe::Results { ready: container.readiness_probe.is_none(), started: container.startup_probe.is_none(), failed: None });
+            let observed = Observed {
+                previous: list.and_then(|l| l.get(1)).cloned(),
+                current,
+                waiting: this.waiting.get(&container.name).cloned(),
+                ready: results.ready,
+                started: results.started,
+            };
+            status::container_status(&container.name, container.image.as_deref().unwrap_or_default(), &observed)
+        };
+        let init = spec.init_containers.iter().flatten().map(|c| observe(self, c)).collect();
+        let containers = spec.containers.iter().map(|c| observe(self, c)).collect();
+        let facts = PodFacts {
+            init,
+            containers,
+            sandbox_ready: pod_ips.is_some(),
+            pod_ips: pod_ips.unwrap_or_default(),
+            host_ip: &self.ctx.node.ip,
+            qos_class: api::strategy::qos_class(pod),
+            message: None,
+        };
+        let status = status::pod_status(pod, facts, &status::now());
+        if self.last_status.as_ref() == Some(&status) {
+            return Ok(());
+        }
+        let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), pod.metadata.namespace.as_deref().unwrap_or("default"));
+        let patch = serde_json::json!({ "status": status });
+        api.patch_status(pod.metadata.name.as_deref().unwrap_or_default(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        self.last_status = Some(status);
+        Ok(())
+    }
+
+    /// Stops every running container of the pod within `grace_seconds`, each
+    /// after its preStop hook.
+    async fn stop_all(&mut self, pod: &Pod, instances: &Instances, events: &PodEvents, grace_seconds: i64) {
+        let deadline = Instant::now() + Duration::from_secs(grace_seconds.max(0) as u64);
+        let spec = pod.spec.clone().unwrap_or_default();
+        let pod_ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap_or_default();
+        let stops = instances.iter().filter_map(|(name, list)| {
+            let running = list.first().filter(|i| i.state == RunState::Running)?.clone();
+            let container = spec.containers.iter().chain(spec.init_containers.iter().flatten()).find(|c| &c.name == name).cloned();
+            let (cri, events, name, pod_ip) = (self.ctx.cri.clone(), events.clone(), name.clone(), pod_ip.clone());
+            Some(async move {
+                events.container(&name, EventType::Normal, "Killing", format!("Stopping container {name}"));
+                if let Some(container) = container {
+                    if let Some(hook) = container.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()) {
+                        let target = Target { cri: cri.clone(), container_id: running.id.clone(), container: container.clone(), pod_ip };
+                        let limit = deadline.saturating_duration_since(Instant::now());
+                        if let Err(message) = hooks::run(hook, &target, limit).await {
+                            events.container(&name, EventType::Warning, "FailedPreStopHook", format!("PreStopHook failed: {message}"));
+                        }
+                    }
+                }
+                let timeout = deadline.saturating_duration_since(Instant::now()).as_secs() as i64;
+                if let Err(status) = cri.runtime.clone().stop_container(cri::StopContainerRequest { container_id: running.id.clone(), timeout }).await {
+                    tracing::warn!(container = %name, %status, "could not stop a container");
+                }
+            })
+        });
+        futures::future::join_all(stops).await;
+        self.probes.clear();
+    }
+
+    async fn remove_sandbox(&self, id: &str) -> Result<(), SyncError> {
+        let mut runtime = self.ctx.cri.runtime.clone();
+        runtime.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: id.to_string() }).await?;
+        runtime.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id.to_string() }).await?;
+        Ok(())
+    }
+
+    /// Graceful deletion: preStop, stop within the grace period, remove the
+    /// sandbox and volumes, then delete the pod object for good (as the kubelet
+    /// does, with grace period 0). `None`: the pod is already gone from the API.
+    async fn terminate(&mut self, pod: Option<&Pod>) -> Result<(), SyncError> {
+        let sandboxes = self.sandboxes().await?;
+        if let Some(pod) = pod {
+            let grace = pod
+                .metadata
+                .deletion_grace_period_seconds
+                .or(pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
+                .unwrap_or(30);
+            let events = PodEvents::new(self.ctx.recorder.clone(), pod);
+            for sandbox in sandboxes.iter().filter(|s| s.state == cri::PodSandboxState::SandboxReady as i32) {
+                let instances = self.instances(&sandbox.id).await?;
+                self.stop_all(pod, &instances, &events, grace).await;
+            }
+        }
+        for sandbox in &sandboxes {
+            self.remove_sandbox(&sandbox.id).await?;
+        }
+        if let Err(error) = volumes::tear_down(&self.ctx.root_dir, &self.uid) {
+            tracing::warn!(pod = %self.key, %error, "could not remove the pod's volumes");
+        }
+        self.probes.clear();
+        if let Some(pod) = pod {
+            let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), pod.metadata.namespace.as_deref().unwrap_or("default"));
+            let params = DeleteParams {
+                grace_period_seconds: Some(0),
+                preconditions: Some(Preconditions { uid: Some(self.uid.clone()), resource_version: None }),
+                ..Default::default()
+            };
+            match api.delete(pod.metadata.name.as_deref().unwrap_or_default(), &params).await {
+                Ok(_) => {}
+                Err(error) if client::is_not_found(&error) || client::is_conflict(&error) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        tracing::info!(pod = %self.key, "pod stopped and removed");
+        Ok(())
+    }
+}
+
+fn instance_of(status: cri::ContainerStatus) -> Instance {
+    let state = match cri::ContainerState::try_from(status.state) {
+        Ok(cri::ContainerState::ContainerCreated) => RunState::Created,
+        Ok(cri::ContainerState::ContainerRunning) => RunState::Running,
+        Ok(cri::ContainerState::ContainerExited) => RunState::Exited,
+        _ => RunState::Unknown,
+    };
+    Instance {
+        restart_count: labels::restart_count(&status.annotations),
+        id: status.id,
+        state,
+        exit_code: status.exit_code,
+        reason: status.reason,
+        message: status.message,
+        started_at: status.started_at,
+        finished_at: status.finished_at,
+        image: status.image.map(|i| i.image).unwrap_or_default(),
+        image_ref: status.image_ref,
+        log_path: status.log_path,
+    }
+}
+
+/// Entrypoint and Cmd from an ImageStatus `info` entry, in containerd's shape
+/// (`{"imageSpec": {"config": {"Entrypoint": [...], "Cmd": [...]}}}`).
+pub fn image_process(info: &str) -> Option<ImageProcess> {
+    let value: serde_json::Value = serde_json::from_str(info).ok()?;
+    let config = value.get("imageSpec")?.get("config")?;
+    let list = |key: &str| -> Vec<String> {
+        config.get(key).and_then(|v| v.as_array()).map(|items| items.iter().filter_map(|i| i.as_str().map(str::to_string)).collect()).unwrap_or_default()
+    };
+    Some(ImageProcess { entrypoint: list("Entrypoint"), cmd: list("Cmd") })
+}
