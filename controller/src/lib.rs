@@ -4,8 +4,10 @@
 
 pub mod context;
 pub mod deployment;
+pub mod gc;
 pub mod hollow;
 pub mod manager;
+pub mod nodelifecycle;
 pub mod pods;
 pub mod replicaset;
 

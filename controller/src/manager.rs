@@ -4,6 +4,8 @@ use kube::Client;
 
 use crate::context::Context;
 use crate::deployment::DeploymentController;
+use crate::gc::GarbageCollector;
+use crate::nodelifecycle::{self, NodeLifecycleController};
 use crate::replicaset::ReplicaSetController;
 
 /// Settings of the controller manager.
@@ -11,11 +13,12 @@ use crate::replicaset::ReplicaSetController;
 pub struct Settings {
     /// Workers per controller.
     pub workers: usize,
+    pub node_lifecycle: nodelifecycle::Settings,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { workers: 8 }
+        Self { workers: 8, node_lifecycle: nodelifecycle::Settings::default() }
     }
 }
 
@@ -24,8 +27,15 @@ pub async fn run(client: Client, settings: Settings) {
     let ctx = Context::new(client.clone(), "controller-manager");
     let replicasets = ReplicaSetController::new(ctx.clone());
     let deployments = DeploymentController::new(ctx.clone());
+    let collector = GarbageCollector::new(ctx.clone());
+    let lifecycle = NodeLifecycleController::new(ctx.clone(), settings.node_lifecycle.clone());
     let _watches = client::AbortOnDrop(ctx.informers.start(&client));
     ctx.informers.wait_synced().await;
     tracing::info!("controllers started");
-    tokio::join!(replicasets.run(settings.workers), deployments.run(settings.workers));
+    tokio::join!(
+        replicasets.run(settings.workers),
+        deployments.run(settings.workers),
+        collector.run(settings.workers),
+        lifecycle.run(),
+    );
 }
