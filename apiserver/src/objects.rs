@@ -74,16 +74,6 @@ pub fn set_meta(object: &mut Value, field: &str, value: Value) {
     }
 }
 
-/// Everything of an object but `metadata` and `status`: what `generation`
-/// counts changes of.
-pub fn spec_part(object: &Value) -> Map<String, Value> {
-    let mut rest = object.as_object().cloned().unwrap_or_default();
-    for field in ["metadata", "status", "kind", "apiVersion"] {
-        rest.remove(field);
-    }
-    rest
-}
-
 /// RFC 3339 in UTC with seconds, as Kubernetes writes timestamps.
 pub fn now_timestamp() -> String {
     timestamp(chrono::Utc::now())
@@ -146,12 +136,5 @@ mod tests {
         assert!(!String::from_utf8_lossy(&bytes).contains("resourceVersion"));
         let read = from_bytes_at(&bytes, 9).unwrap();
         assert_eq!(resource_version(&read), "9");
-    }
-
-    #[test]
-    fn spec_part_ignores_metadata_and_status() {
-        let a = json!({"metadata": {"name": "a"}, "spec": {"x": 1}, "status": {"y": 1}});
-        let b = json!({"metadata": {"name": "b"}, "spec": {"x": 1}, "status": {"y": 2}});
-        assert_eq!(spec_part(&a), spec_part(&b));
     }
 }

@@ -19,6 +19,7 @@ async fn create_get_and_not_found() {
     assert!(metadata["creationTimestamp"].is_string());
     assert!(metadata["resourceVersion"].as_str().unwrap().parse::<i64>().unwrap() > 0);
     assert_eq!(created.body["status"]["phase"], "Pending");
+    assert_eq!(created.body["status"]["qosClass"], "BestEffort");
 
     let got = server.get(&format!("{PODS}/web")).await;
     assert_eq!(got.code, 200);
@@ -104,10 +105,13 @@ async fn update_conflicts_generation_and_status() {
     let mut with_status = updated.body.clone();
     with_status["status"] = json!({"replicas": 3, "readyReplicas": 3});
     with_status["spec"]["replicas"] = json!(7);
+    with_status["metadata"]["labels"] = json!({"ignored": "yes"});
     let status = server.put(&format!("{DEPLOYMENTS}/web/status"), with_status).await;
     assert_eq!(status.code, 200, "{}", status.body);
     assert_eq!(status.body["status"]["readyReplicas"], 3);
     assert_eq!(status.body["spec"]["replicas"], 3);
+    assert_eq!(status.body["metadata"]["labels"], json!({"tier": "front"}));
+    assert_eq!(status.body["metadata"]["generation"], 2);
 
     let renamed = server.put(&format!("{DEPLOYMENTS}/web"), deployment("other", 1)).await;
     assert_eq!(renamed.code, 400);
@@ -303,8 +307,15 @@ async fn binding_once_and_scale() {
     assert_eq!(server.post(&format!("{PODS}/web/binding"), binding.clone()).await.code, 201);
     let pod = server.get(&format!("{PODS}/web")).await.body;
     assert_eq!(pod["spec"]["nodeName"], "n1");
+    assert_eq!(pod["status"]["conditions"][0]["type"], "PodScheduled");
     let again = server.post(&format!("{PODS}/web/binding"), binding).await;
     assert_eq!(again.code, 409);
+    assert_eq!(
+        again.body["message"],
+        "Operation cannot be fulfilled on pods/binding \"web\": pod web is already assigned to node \"n1\""
+    );
+    let nowhere = server.post(&format!("{PODS}/web/binding"), json!({"kind": "Binding", "apiVersion": "v1", "metadata": {"name": "web"}, "target": {}})).await;
+    assert_eq!(nowhere.code, 422);
 
     server.post(DEPLOYMENTS, deployment("web", 1)).await;
     let scale = server.get(&format!("{DEPLOYMENTS}/web/scale")).await;
@@ -322,6 +333,8 @@ async fn binding_once_and_scale() {
     let deployment = server.get(&format!("{DEPLOYMENTS}/web")).await.body;
     assert_eq!(deployment["spec"]["replicas"], 5);
     assert_eq!(deployment["metadata"]["generation"], 3);
+    let negative = server.patch(&format!("{DEPLOYMENTS}/web/scale"), "application/merge-patch+json", json!({"spec": {"replicas": -1}})).await;
+    assert_eq!(negative.code, 422, "{}", negative.body);
 }
 
 #[tokio::test]
@@ -329,6 +342,8 @@ async fn namespaces_terminate_with_their_contents() {
     let server = start().await;
     let created = server.post("/api/v1/namespaces", json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}})).await;
     assert_eq!(created.code, 201, "{}", created.body);
+    assert_eq!(created.body["spec"]["finalizers"], json!(["kubernetes"]));
+    assert_eq!(created.body["status"]["phase"], "Active");
     assert_eq!(server.post("/api/v1/namespaces/team/pods", pod("x")).await.code, 201);
     let deleting = server.delete("/api/v1/namespaces/team", None).await;
     assert_eq!(deleting.code, 200);

@@ -8,8 +8,9 @@ use serde_json::{json, Value};
 use store::{KeyValue, StoreError};
 
 use super::params::parse_dry_run;
-use super::write::{save, UpdateError};
+use super::write::{store_update, UpdateError};
 use super::{get_object, json_response, read, store_error, ApiRequest};
+use crate::model::Write;
 use crate::objects;
 use crate::server::SharedState;
 use crate::status::{ApiError, ApiResult};
@@ -166,21 +167,21 @@ async fn delete_one(
 
 /// Writes the deletion marks, which clients could not set themselves.
 async fn mark_deleting(request: &ApiRequest, kv: &KeyValue, marked: Value) -> Result<Value, UpdateError> {
-    // `save` keeps the stored deletion fields, so give it the marks as current.
+    // The update keeps the current deletion fields, so give it the marks as current.
     let mut base = objects::from_kv(kv)?;
     for field in ["deletionTimestamp", "deletionGracePeriodSeconds"] {
         if let Some(value) = marked["metadata"].get(field) {
             objects::set_meta(&mut base, field, value.clone());
         }
     }
-    // A namespace's status has a subresource of its own, which `save` leaves alone.
+    // The marks are the server's own write: the status goes as marked.
     base["status"] = marked.get("status").cloned().unwrap_or(Value::Null);
     if base["status"].is_null() {
         if let Some(map) = base.as_object_mut() {
             map.remove("status");
         }
     }
-    save(request, kv, &base, marked).await
+    store_update(request, kv, &base, marked, Write::System).await
 }
 
 fn is_bound(pod: &Value) -> bool {

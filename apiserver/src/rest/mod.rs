@@ -212,7 +212,7 @@ async fn dispatch(verb: &str, request: ApiRequest) -> ApiResult<Response> {
         ("watch", None) => watch::watch(request).await,
         ("create", None) if target.name.is_none() => write::create(request).await,
         ("create", Some("binding")) => subresources::bind(request).await,
-        ("update", None | Some("status")) => write::update(request).await,
+        ("update", None | Some("status") | Some("finalize")) => write::update(request).await,
         ("patch", None | Some("status")) => write::patch(request).await,
         ("get" | "update" | "patch", Some("scale")) => subresources::scale(verb, request).await,
         ("delete", None) => delete::delete(request).await,

@@ -10,7 +10,8 @@ use super::{get_object, json_response, store_error, ApiRequest};
 use crate::patch::{self, PatchError, PatchType, PATCH_MEDIA_TYPES};
 use crate::resources::ResourceType;
 use crate::status::{ApiError, ApiResult, Cause, QualifiedResource};
-use crate::{model, objects};
+use crate::model::{self, Write};
+use crate::objects;
 
 /// Times a patch is re-applied when another writer got in between.
 const PATCH_ATTEMPTS: usize = 5;
@@ -27,8 +28,8 @@ pub async fn create(request: ApiRequest) -> ApiResult<Response> {
         ensure_namespace_accepts(&request, namespace, &name).await?;
     }
     let warnings = check_unknown_fields(&request, &object)?;
-    model::admit(&resource, &mut object, None)?;
-    stamp_new(&resource, &mut object)?;
+    stamp_new(&mut object)?;
+    model::admit(&resource, &mut object, Write::Create)?;
 
     if !request.params.dry_run {
         let key = request.target.key(&name);
@@ -56,8 +57,7 @@ pub async fn update(request: ApiRequest) -> ApiResult<Response> {
     let warnings = check_unknown_fields(&request, &object)?;
     let (kv, current) = get_object(&request, &name).await?;
     check_resource_version(&resource, &object, &current)?;
-    let desired = merge_into_current(&request, &current, object);
-    let saved = save(&request, &kv, &current, desired).await.map_err(UpdateError::into_api)?;
+    let saved = save(&request, &kv, &current, object).await.map_err(|e| e.into_api_for(&resource.qualified(), &name))?;
     Ok(with_warnings(json_response(StatusCode::OK, &saved), &warnings))
 }
 
@@ -75,8 +75,7 @@ pub async fn patch(request: ApiRequest) -> ApiResult<Response> {
         check_resource_version(&resource, &patched, &current)?;
         let pinned = !objects::resource_version(&patched).is_empty()
             && objects::resource_version(&patched) != objects::resource_version(&current);
-        let desired = merge_into_current(&request, &current, patched);
-        match save(&request, &kv, &current, desired).await {
+        match save(&request, &kv, &current, patched).await {
             Ok(saved) => return Ok(with_warnings(json_response(StatusCode::OK, &saved), &warnings)),
             Err(UpdateError::Raced) if !pinned => continue,
             Err(error) => return Err(error.into_api_for(&resource.qualified(), &name)),
@@ -112,34 +111,6 @@ pub fn apply_patch(
     Ok(patched)
 }
 
-/// The object an update of the main resource or of `/status` leaves: the main
-/// resource keeps the current status; `/status` changes only the status.
-fn merge_into_current(request: &ApiRequest, current: &Value, mut desired: Value) -> Value {
-    let has_status = request.target.resource.has_subresource("status");
-    match request.target.subresource.as_deref() {
-        Some("status") => {
-            let mut merged = current.clone();
-            merged["status"] = desired.get("status").cloned().unwrap_or_else(|| json!({}));
-            if let Some(version) = desired.get("metadata").and_then(|m| m.get("resourceVersion")).cloned() {
-                objects::set_meta(&mut merged, "resourceVersion", version);
-            }
-            merged
-        }
-        _ if has_status => {
-            match current.get("status") {
-                Some(status) => desired["status"] = status.clone(),
-                None => {
-                    if let Some(map) = desired.as_object_mut() {
-                        map.remove("status");
-                    }
-                }
-            }
-            desired
-        }
-        _ => desired,
-    }
-}
-
 /// Why an update did not happen.
 pub enum UpdateError {
     Api(ApiError),
@@ -154,13 +125,6 @@ impl From<ApiError> for UpdateError {
 }
 
 impl UpdateError {
-    fn into_api(self) -> ApiError {
-        match self {
-            Self::Api(error) => error,
-            Self::Raced => ApiError::internal("update raced"),
-        }
-    }
-
     pub fn into_api_for(self, resource: &QualifiedResource, name: &str) -> ApiError {
         match self {
             Self::Api(error) => error,
@@ -169,22 +133,37 @@ impl UpdateError {
     }
 }
 
+/// The strategy of a client's write to the request's path.
+fn write_of<'a>(request: &ApiRequest, current: &'a Value) -> Write<'a> {
+    match request.target.subresource.as_deref() {
+        Some("status") => Write::Status(current),
+        Some("finalize") => Write::Finalize(current),
+        None => Write::Update(current),
+        Some(_) => Write::System,
+    }
+}
+
+/// Writes a client's `desired` over `current` (read as `kv`) with a
+/// compare-and-swap, with the write strategy of the request's path.
+pub async fn save(request: &ApiRequest, kv: &KeyValue, current: &Value, desired: Value) -> Result<Value, UpdateError> {
+    let write = write_of(request, current);
+    store_update(request, kv, current, desired, write).await
+}
+
 /// Writes `desired` over `current` (read as `kv`) with a compare-and-swap:
-/// keeps what clients cannot change, bumps `generation` when the spec changed,
-/// defaults and validates, and removes an object whose deletion only waited for
-/// finalizers that are now gone.
-pub async fn save(request: &ApiRequest, kv: &KeyValue, current: &Value, mut desired: Value) -> Result<Value, UpdateError> {
+/// keeps what clients cannot change, runs the write strategy, and removes an
+/// object whose deletion only waited for finalizers that are now gone.
+pub async fn store_update(
+    request: &ApiRequest,
+    kv: &KeyValue,
+    current: &Value,
+    mut desired: Value,
+    write: Write<'_>,
+) -> Result<Value, UpdateError> {
     let resource = &request.target.resource;
     let name = objects::name(current).to_string();
     keep_system_metadata(current, &mut desired)?;
-    if objects::spec_part(current) != objects::spec_part(&desired) {
-        let generation = current["metadata"]["generation"].as_i64().unwrap_or(1);
-        objects::set_meta(&mut desired, "generation", json!(generation + 1));
-    }
-    // A binding is not an update of the spec (which pods forbid): it is checked
-    // as the object it makes.
-    let old = (request.target.subresource.as_deref() != Some("binding")).then_some(current);
-    model::admit(resource, &mut desired, old)?;
+    model::admit(resource, &mut desired, write)?;
     let bytes = objects::to_store_bytes(&desired)?;
     if bytes == kv.value {
         return Ok(current.clone());
@@ -215,7 +194,7 @@ fn race_or_error(error: StoreError) -> UpdateError {
 fn keep_system_metadata(current: &Value, desired: &mut Value) -> ApiResult<()> {
     let current_meta = current.get("metadata").cloned().unwrap_or_default();
     let metadata = objects::metadata_mut(desired)?;
-    for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "namespace", "name"] {
+    for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace", "name"] {
         match current_meta.get(field) {
             Some(value) => metadata.insert(field.to_string(), value.clone()),
             None => metadata.remove(field),
@@ -321,23 +300,14 @@ fn check_unknown_fields(request: &ApiRequest, object: &Value) -> ApiResult<Vec<S
     Ok(unknown)
 }
 
-/// Bookkeeping of a new object: uid, creation time, generation, and a status
-/// reset to what a new object of its kind starts with.
-fn stamp_new(resource: &ResourceType, object: &mut Value) -> ApiResult<()> {
+/// Bookkeeping of a new object: uid and creation time; nothing a client sent
+/// about deletion or versions.
+fn stamp_new(object: &mut Value) -> ApiResult<()> {
     let metadata = objects::metadata_mut(object)?;
     metadata.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
     metadata.insert("creationTimestamp".into(), json!(objects::now_timestamp()));
-    metadata.insert("generation".into(), json!(1));
-    for field in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds"] {
+    for field in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
         metadata.remove(field);
-    }
-    // Nodes report their own status when they register.
-    if resource.has_subresource("status") && resource.kind != "Node" {
-        object["status"] = match resource.kind.as_str() {
-            "Pod" => json!({"phase": "Pending"}),
-            "Namespace" => json!({"phase": "Active"}),
-            _ => json!({}),
-        };
     }
     Ok(())
 }
