@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{
     Affinity, Container, ContainerPort, EnvVar, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, Toleration, Volume, VolumeMount,
+    PodTemplateSpec, Probe, ResourceRequirements, Toleration, TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as ApiQuantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -124,6 +124,55 @@ pub fn validate_pod_spec(spec: &PodSpec, path: &Path) -> Vec<FieldError> {
         errs.extend(validate_affinity(affinity, &path.child("affinity")));
     }
     errs.extend(validate_tolerations(spec.tolerations.as_deref().unwrap_or_default(), &path.child("tolerations")));
+    errs.extend(validate_topology_spread(
+        spec.topology_spread_constraints.as_deref().unwrap_or_default(),
+        &path.child("topologySpreadConstraints"),
+    ));
+    errs
+}
+
+fn validate_topology_spread(constraints: &[TopologySpreadConstraint], path: &Path) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    for (i, c) in constraints.iter().enumerate() {
+        let p = path.index(i);
+        if c.max_skew <= 0 {
+            errs.push(FieldError::invalid(&p.child("maxSkew"), c.max_skew, "must be greater than zero"));
+        }
+        if c.topology_key.is_empty() {
+            errs.push(FieldError::required(&p.child("topologyKey"), "can not be empty"));
+        } else {
+            errs.extend(meta::validate_label_name(&c.topology_key, &p.child("topologyKey")));
+        }
+        let action = c.when_unsatisfiable.as_str();
+        if !matches!(action, "DoNotSchedule" | "ScheduleAnyway") {
+            errs.push(FieldError::not_supported(&p.child("whenUnsatisfiable"), action, &["DoNotSchedule", "ScheduleAnyway"]));
+        }
+        let repeated = constraints[i + 1..]
+            .iter()
+            .any(|other| other.topology_key == c.topology_key && other.when_unsatisfiable == c.when_unsatisfiable);
+        if repeated {
+            errs.push(FieldError::duplicate(
+                &p.child("{topologyKey, whenUnsatisfiable}"),
+                format!("{{{}, {}}}", c.topology_key, action),
+            ));
+        }
+        if let Some(min_domains) = c.min_domains {
+            let mp = p.child("minDomains");
+            if min_domains <= 0 {
+                errs.push(FieldError::invalid(&mp, min_domains, "must be greater than 0"));
+            }
+            if action != "DoNotSchedule" {
+                errs.push(FieldError::invalid(
+                    &mp,
+                    min_domains,
+                    &format!("can only use minDomains if whenUnsatisfiable=DoNotSchedule, not {action}"),
+                ));
+            }
+        }
+        if let Some(selector) = &c.label_selector {
+            errs.extend(meta::validate_label_selector(selector, &p.child("labelSelector")));
+        }
+    }
     errs
 }
 
@@ -841,6 +890,10 @@ mod tests {
                         {"key": "cores", "operator": "Gt", "values": ["1", "2"]},
                         {"key": "x", "operator": "Like", "values": ["1"]}]},
                         {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["a", "b"]}, {"key": "spec.x", "operator": "In", "values": ["a"]}]}]}}},
+                    "topologySpreadConstraints": [
+                        {"maxSkew": 0, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"},
+                        {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"},
+                        {"maxSkew": 1, "topologyKey": "", "whenUnsatisfiable": "Maybe", "minDomains": 2}],
                     "tolerations": [{"operator": "Equal", "value": "x"}, {"key": "k", "operator": "Maybe"}, {"key": "k", "effect": "Never"},
                         {"key": "k", "operator": "Exists", "effect": "NoSchedule", "tolerationSeconds": 5}]}}),
                 vec![
@@ -854,6 +907,11 @@ mod tests {
                     "spec.tolerations[1].operator: Unsupported value: \"Maybe\": supported values: \"Equal\", \"Exists\"",
                     "spec.tolerations[2].effect: Unsupported value: \"Never\": supported values: \"NoSchedule\", \"PreferNoSchedule\", \"NoExecute\"",
                     "spec.tolerations[3].effect: Invalid value: \"NoSchedule\": effect must be 'NoExecute' when `tolerationSeconds` is set",
+                    "spec.topologySpreadConstraints[0].maxSkew: Invalid value: 0: must be greater than zero",
+                    "spec.topologySpreadConstraints[0].{topologyKey, whenUnsatisfiable}: Duplicate value: \"{zone, DoNotSchedule}\"",
+                    "spec.topologySpreadConstraints[2].topologyKey: Required value: can not be empty",
+                    "spec.topologySpreadConstraints[2].whenUnsatisfiable: Unsupported value: \"Maybe\": supported values: \"DoNotSchedule\", \"ScheduleAnyway\"",
+                    "spec.topologySpreadConstraints[2].minDomains: Invalid value: 2: can only use minDomains if whenUnsatisfiable=DoNotSchedule, not Maybe",
                 ],
             ),
         ];
