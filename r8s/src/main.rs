@@ -3,6 +3,7 @@
 
 mod image_cmd;
 mod runtime_cmd;
+mod runtime_serve;
 mod server;
 
 use clap::{Parser, Subcommand};

@@ -52,6 +52,20 @@ enum RuntimeCommand {
     },
     /// Print a container's output (detached containers).
     Logs { id: String },
+    /// Serve CRI v1 (RuntimeService, ImageService) on a unix socket.
+    Serve(crate::runtime_serve::ServeArgs),
+    /// (internal) Hold a pod sandbox's namespaces.
+    #[command(hide = true)]
+    Pause {
+        #[arg(long)]
+        netns: Option<PathBuf>,
+        #[arg(long)]
+        ipc: bool,
+        #[arg(long)]
+        hostname: Option<String>,
+        #[arg(long)]
+        pid: bool,
+    },
     /// (internal) The per-container supervisor.
     #[command(hide = true)]
     Shim {
@@ -111,10 +125,16 @@ pub fn run(args: RuntimeArgs) -> anyhow::Result<()> {
         // The re-executed entry points never return.
         RuntimeCommand::Shim { state_dir } => runtime::shim::run(&state_dir),
         RuntimeCommand::ExecInit { state_dir, process, tty } => runtime::exec::run(&state_dir, &process, tty),
+        RuntimeCommand::Pause { netns, ipc, hostname, pid } => {
+            runtime::sandbox::pause::run(&runtime::sandbox::PauseOptions { netns, new_ipc: ipc, hostname, new_pid: pid })
+        }
         command => {
             let mut config = RuntimeConfig::new(std::env::current_exe().context("finding the r8s binary")?);
             config.state_root = args.state_root;
             config.cgroup_root = args.cgroup_root;
+            if let RuntimeCommand::Serve(serve) = command {
+                return crate::runtime_serve::run(config, args.image_root, serve);
+            }
             let rt = Runtime::new(config)?;
             match command {
                 RuntimeCommand::Run(run) => run_container(&rt, &args.image_root, run),
@@ -131,7 +151,9 @@ pub fn run(args: RuntimeArgs) -> anyhow::Result<()> {
                 }
                 RuntimeCommand::Rm { force, id } => Ok(rt.delete(&id, force)?),
                 RuntimeCommand::Logs { id } => logs(&rt, &id),
-                RuntimeCommand::Shim { .. } | RuntimeCommand::ExecInit { .. } => unreachable!("handled above"),
+                RuntimeCommand::Shim { .. } | RuntimeCommand::ExecInit { .. } | RuntimeCommand::Pause { .. } | RuntimeCommand::Serve(_) => {
+                    unreachable!("handled above")
+                }
             }
         }
     }

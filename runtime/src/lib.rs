@@ -12,12 +12,14 @@
 pub mod cgroups;
 pub mod channel;
 pub mod config;
+pub mod cri;
 pub mod exec;
 pub mod executor;
 pub mod image;
 pub mod logs;
 pub mod network;
 pub mod runtime;
+pub mod sandbox;
 pub mod shim;
 pub mod state;
 pub mod syscall;
