@@ -9,6 +9,7 @@
 //! * `node`: request handling and routing to the leader; `proposer`: batching
 //!   concurrent writes into one entry.
 //! * [`RaftStore`] (the [`crate::Store`]) and [`RaftClient`] (for other processes).
+//! * [`process`]: `r8s server` processes on loopback, for tests and benchmarks.
 
 mod client;
 mod connection;
@@ -17,6 +18,7 @@ mod journal;
 mod log_store;
 mod network;
 mod node;
+pub mod process;
 mod proposer;
 mod rpc;
 mod server;
