@@ -128,9 +128,11 @@ impl HollowNodes {
         lock(&self.shared.stopped).insert(name.to_string());
     }
 
-    /// The node's agent comes back.
+    /// The node's agent comes back, and reports its node Ready as a restarted
+    /// kubelet does.
     pub fn resume_node(&self, name: &str) {
         lock(&self.shared.stopped).remove(name);
+        self.shared.clone().report_ready(name.to_string());
     }
 }
 
@@ -262,20 +264,22 @@ impl Shared {
     /// marked its node otherwise (as the kubelet's next status update would).
     fn keep_ready(self: &Arc<Self>, node: Arc<Node>) {
         let name = node.name_any();
-        let Some(index) = self.names.iter().position(|n| *n == name) else { return };
-        if self.is_stopped(&name) {
+        if !self.names.contains(&name) || self.is_stopped(&name) {
             return;
         }
         let ready = node.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| {
             c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
         });
-        if ready {
-            return;
+        if !ready {
+            self.clone().report_ready(name);
         }
-        let shared = self.clone();
+    }
+
+    fn report_ready(self: Arc<Self>, name: String) {
+        let Some(index) = self.names.iter().position(|n| *n == name) else { return };
         tokio::spawn(async move {
-            let nodes: Api<Node> = Api::all(shared.client.clone());
-            let patch = Patch::Merge(json!({ "status": { "conditions": shared.node_status(index).conditions } }));
+            let nodes: Api<Node> = Api::all(self.client.clone());
+            let patch = Patch::Merge(json!({ "status": { "conditions": self.node_status(index).conditions } }));
             if let Err(error) = nodes.patch_status(&name, &PatchParams::default(), &patch).await {
                 tracing::debug!(%error, node = %name, "could not report Ready");
             }

@@ -44,9 +44,41 @@ pub async fn start(nodes: usize, settings: Settings) -> Cluster {
         let _ = scheduler::run(scheduler_client, scheduler::Settings::default()).await;
     });
     let controllers = tokio::spawn(controller::manager::run(client.clone(), settings));
-    let hollow = HollowSettings { ready_delay: Duration::from_millis(20), ..Default::default() };
+    let hollow = HollowSettings {
+        ready_delay: Duration::from_millis(20),
+        lease_renew_interval: Duration::from_millis(300),
+        ..Default::default()
+    };
     let nodes = HollowNodes::start(client.clone(), "hollow", nodes, hollow).await.expect("hollow nodes");
     Cluster { client, nodes, tasks: vec![server, scheduler, controllers] }
+}
+
+/// A Deployment of `replicas` pods labelled `app: <name>`.
+pub fn deployment(name: &str, replicas: i32, image: &str) -> k8s_openapi::api::apps::v1::Deployment {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": { "name": name, "namespace": "default" },
+        "spec": {
+            "replicas": replicas,
+            "selector": { "matchLabels": { "app": name } },
+            "template": {
+                "metadata": { "labels": { "app": name } },
+                "spec": { "containers": [{ "name": "main", "image": image }] }
+            }
+        }
+    }))
+    .expect("a valid Deployment")
+}
+
+/// Whether the Deployment has all its replicas updated and available.
+pub async fn available(api: &kube::Api<k8s_openapi::api::apps::v1::Deployment>, name: &str, replicas: i32) -> Option<()> {
+    let d = api.get(name).await.ok()?;
+    let status = d.status?;
+    let done = status.observed_generation >= d.metadata.generation
+        && status.updated_replicas == Some(replicas)
+        && status.available_replicas == Some(replicas);
+    done.then_some(())
 }
 
 /// Polls `check` until it returns `Some`, failing the test after `timeout`.
