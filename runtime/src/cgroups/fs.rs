@@ -87,7 +87,10 @@ pub fn below(root: &Path, relative: &Path) -> Result<PathBuf, CgroupError> {
 pub fn remove_up_to(dir: &Path, stop: &Path) -> Result<(), CgroupError> {
     let mut current = dir.to_path_buf();
     loop {
-        match rmdir_retrying(&current) {
+        // Only the container's own cgroup can be busy with an exiting
+        // process; a busy parent has other children and stays.
+        let removed = if current == dir { rmdir_retrying(&current) } else { std::fs::remove_dir(&current) };
+        match removed {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             // A parent still holding other cgroups stays.

@@ -65,7 +65,15 @@ pub fn launch(launch: Launch) -> Result<Launched, SetupError> {
                 write_id_maps(stage, &linux)?;
                 to_stage.send(&ShimReply::IdMapsWritten)?;
             }
-            Ok(SetupMessage::InitPid(pid)) => init = Some(Pid::from_raw(pid)),
+            Ok(SetupMessage::InitPid(pid)) => {
+                // The shim moves the init into its cgroup while the init mounts
+                // its root: on cgroup v1 the first move in a while waits for an
+                // RCU grace period (milliseconds), which is hidden this way.
+                let pid = Pid::from_raw(pid);
+                init = Some(pid);
+                launch.cgroups.add_process(launch.cgroup_path, pid)?;
+                to_stage.send(&ShimReply::CgroupJoined)?;
+            }
             Ok(SetupMessage::Ready) => break Ok(()),
             Ok(SetupMessage::Failed { reason, not_found }) => {
                 break Err(if not_found { SetupError::NotFound(reason) } else { SetupError::InContainer(reason) })
@@ -119,7 +127,7 @@ fn write_id_maps(stage: Pid, linux: &Linux) -> Result<(), SetupError> {
     Ok(())
 }
 
-/// The stage: cgroup, namespaces, then fork the init.
+/// The stage: namespaces, then fork the init.
 fn stage(
     launch: &Launch,
     plan: &NamespacePlan,
@@ -127,13 +135,13 @@ fn stage(
     mut from_shim: Receiver<ShimReply>,
 ) -> Result<(), SetupError> {
     let sys = LinuxSyscall;
-    // Joined before the cgroup namespace is made, so that it is the container's root.
-    launch.cgroups.add_process(launch.cgroup_path, nix::unistd::getpid())?;
     plan.join(&sys)?;
     if plan.create_user {
         plan.create_user_namespace(&sys)?;
         to_shim.send(&SetupMessage::NeedIdMaps)?;
-        let ShimReply::IdMapsWritten = from_shim.recv()?;
+        let ShimReply::IdMapsWritten = from_shim.recv()? else {
+            return Err(SetupError::InContainer("unexpected message from the shim".into()));
+        };
         let root = nix::unistd::Uid::from_raw(0);
         let root_group = nix::unistd::Gid::from_raw(0);
         nix::unistd::setresgid(root_group, root_group, root_group)
@@ -143,7 +151,7 @@ fn stage(
     plan.create_others(&sys)?;
     // SAFETY: the stage is single-threaded.
     match unsafe { nix::unistd::fork() }.map_err(|errno| SetupError::Sys { what: "fork".into(), errno })? {
-        ForkResult::Child => run_child(to_shim, |to_shim| init(launch, plan, &sys, to_shim)),
+        ForkResult::Child => run_child(to_shim, |to_shim| init(launch, plan, &sys, to_shim, &mut from_shim)),
         ForkResult::Parent { child } => {
             to_shim.send(&SetupMessage::InitPid(child.as_raw()))?;
             Ok(())
@@ -157,6 +165,7 @@ fn init(
     plan: &NamespacePlan,
     sys: &dyn Syscall,
     to_shim: &mut Sender<SetupMessage>,
+    from_shim: &mut Receiver<ShimReply>,
 ) -> Result<(), SetupError> {
     let spec = &launch.spec.oci;
     let process = spec.process().clone().ok_or_else(|| SetupError::Invalid("no process".into()))?;
@@ -195,6 +204,11 @@ fn init(
         .and_then(|()| nix::unistd::dup2_stdout(stdout))
         .and_then(|()| nix::unistd::dup2_stderr(stderr))
         .map_err(|errno| SetupError::Sys { what: "setting up stdio".into(), errno })?;
+    let ShimReply::CgroupJoined = from_shim.recv()? else {
+        return Err(SetupError::InContainer("unexpected message from the shim".into()));
+    };
+    // Made once in the container's cgroup, so that it is the namespace's root.
+    plan.create_cgroup_namespace(sys)?;
     to_shim.send(&SetupMessage::Ready)?;
     wait_for_start(&start_fifo)?;
     process::apply_rlimits(&process)?;

@@ -3,10 +3,12 @@
 //! The shim (a re-executed, single-threaded r8s) calls [`launch`], which forks:
 //!
 //! ```text
-//! shim ── fork ─► stage: join cgroup, setns / unshare namespaces (user first,
-//!   │                    the shim writes its id maps), time offsets
+//! shim ── fork ─► stage: setns / unshare namespaces (user first, the shim
+//!   │                    writes its id maps), time offsets
 //!   │               └─ fork ─► init (PID 1 of a new PID namespace): rootfs,
-//!   │                          pivot_root, hostname, resolve the program, Ready,
+//!   │                          pivot_root, hostname, resolve the program,
+//!   │                          (the shim moves it into the cgroup meanwhile),
+//!   │                          cgroup namespace, Ready,
 //!   │                          wait on the start FIFO, drop privileges, execve
 //!   └─ SetupMessage channel ◄── both
 //! ```
@@ -70,4 +72,6 @@ pub enum SetupMessage {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ShimReply {
     IdMapsWritten,
+    /// The init is in the container's cgroup.
+    CgroupJoined,
 }

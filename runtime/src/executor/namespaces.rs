@@ -30,6 +30,8 @@ pub struct NamespacePlan {
     pub create_user: bool,
     pub create_mount: bool,
     pub create_uts: bool,
+    /// Made by the init itself, once it is in the container's cgroup.
+    create_cgroup: bool,
     time_offsets: Option<String>,
 }
 
@@ -46,6 +48,7 @@ impl NamespacePlan {
             create_user: false,
             create_mount: false,
             create_uts: false,
+            create_cgroup: false,
             time_offsets: None,
         };
         for ns in linux.namespaces().iter().flatten() {
@@ -64,6 +67,8 @@ impl NamespacePlan {
         plan.join.sort_by_key(|(kind, _, _)| *kind != CloneFlags::CLONE_NEWUSER);
         plan.create_mount = plan.create.contains(CloneFlags::CLONE_NEWNS);
         plan.create_uts = plan.create.contains(CloneFlags::CLONE_NEWUTS);
+        plan.create_cgroup = plan.create.contains(CloneFlags::CLONE_NEWCGROUP);
+        plan.create.remove(CloneFlags::CLONE_NEWCGROUP);
         if plan.create.contains(CloneFlags::from_bits_truncate(libc::CLONE_NEWTIME)) {
             plan.time_offsets = linux.time_offsets().as_ref().map(|offsets| {
                 offsets
@@ -73,6 +78,15 @@ impl NamespacePlan {
             });
         }
         Ok(plan)
+    }
+
+    /// Creates the cgroup namespace (from the init, in its cgroup).
+    pub fn create_cgroup_namespace(&self, sys: &dyn Syscall) -> Result<(), NamespaceError> {
+        if !self.create_cgroup {
+            return Ok(());
+        }
+        let flags = CloneFlags::CLONE_NEWCGROUP;
+        sys.unshare(flags).map_err(|errno| NamespaceError::Create { flags, errno })
     }
 
     /// Joins the namespaces to join.
