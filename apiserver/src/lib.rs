@@ -3,6 +3,7 @@
 //! [`serve`] runs it on a listener; [`router`] builds the routes for callers that
 //! run their own server (tests, `r8s server`), after [`bootstrap`].
 
+pub mod allocator;
 pub mod discovery;
 pub mod metrics;
 pub mod model;

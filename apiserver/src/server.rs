@@ -13,6 +13,7 @@ use store::Store;
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
+use crate::allocator::ServiceRanges;
 use crate::metrics::{Metrics, TimedStore};
 use crate::resources::Registry;
 use crate::{discovery, model, objects, openapi, rest};
@@ -26,6 +27,8 @@ pub struct Config {
     /// How long a watch with a full queue waits for its client before dropping
     /// it (the client then re-lists), as Kubernetes' watch cache does.
     pub slow_watcher_grace: Duration,
+    /// Where Services get cluster IPs and node ports.
+    pub service_ranges: ServiceRanges,
 }
 
 impl Default for Config {
@@ -34,6 +37,7 @@ impl Default for Config {
             bookmark_interval: Duration::from_secs(60),
             watch_queue: 1024,
             slow_watcher_grace: Duration::from_secs(10),
+            service_ranges: ServiceRanges::default(),
         }
     }
 }

@@ -525,3 +525,54 @@ async fn lists_at_an_exact_resource_version() {
     assert_eq!(future.code, 504);
     assert_eq!(server.get(&format!("{PODS}?resourceVersionMatch=Sometimes")).await.code, 400);
 }
+
+#[tokio::test]
+async fn services_get_cluster_ips_and_node_ports() {
+    let server = start().await;
+    let services = "/api/v1/namespaces/default/services";
+    let service = |name: &str, spec: Value| json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": spec});
+
+    let web = server.post(services, service("web", json!({"selector": {"app": "web"}, "ports": [{"port": 80}]}))).await;
+    assert_eq!(web.code, 201, "{}", web.body);
+    let ip: std::net::Ipv4Addr = web.body["spec"]["clusterIP"].as_str().unwrap().parse().unwrap();
+    assert_eq!(ip.octets()[0], 10);
+    assert!((96..112).contains(&ip.octets()[1]), "{ip}");
+    assert_eq!(web.body["spec"]["clusterIPs"], json!([ip.to_string()]));
+    assert_eq!(web.body["spec"]["type"], "ClusterIP");
+
+    let fixed = server.post(services, service("fixed", json!({"clusterIP": "10.96.0.50", "ports": [{"port": 80}]}))).await;
+    assert_eq!(fixed.code, 201, "{}", fixed.body);
+    let taken = server.post(services, service("taken", json!({"clusterIP": "10.96.0.50", "ports": [{"port": 80}]}))).await;
+    assert_eq!(taken.code, 422);
+    assert!(taken.body["message"].as_str().unwrap().contains("provided IP is already allocated"), "{}", taken.body);
+    let outside = server.post(services, service("outside", json!({"clusterIP": "192.168.1.1", "ports": [{"port": 80}]}))).await;
+    assert_eq!(outside.code, 422);
+
+    // Deleting a Service frees its IP.
+    assert_eq!(server.delete(&format!("{services}/fixed"), None).await.code, 200);
+    let again = server.post(services, service("again", json!({"clusterIP": "10.96.0.50", "ports": [{"port": 80}]}))).await;
+    assert_eq!(again.code, 201, "{}", again.body);
+
+    let headless = server.post(services, service("headless", json!({"clusterIP": "None", "ports": [{"port": 80}]}))).await;
+    assert_eq!(headless.body["spec"]["clusterIP"], "None");
+
+    let node_port = server.post(services, service("np", json!({"type": "NodePort", "ports": [{"name": "http", "port": 80}, {"name": "https", "port": 443, "nodePort": 30443}]}))).await;
+    assert_eq!(node_port.code, 201, "{}", node_port.body);
+    let allocated = node_port.body["spec"]["ports"][0]["nodePort"].as_i64().unwrap();
+    assert!((30000..=32767).contains(&allocated));
+    assert_eq!(node_port.body["spec"]["ports"][1]["nodePort"], 30443);
+    let clash = server.post(services, service("clash", json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 30443}]}))).await;
+    assert_eq!(clash.code, 422);
+    assert_eq!(clash.body["details"]["causes"][0]["field"], "spec.ports[0].nodePort");
+    // Failed creates give back what they took: only web, again and np hold an IP,
+    // only np holds ports.
+    let held = |prefix: &'static str| {
+        let store = server.store.clone();
+        async move {
+            let request = store::RangeRequest { prefix: prefix.into(), ..Default::default() };
+            store::Store::range(store.as_ref(), request).await.unwrap().kvs.len()
+        }
+    };
+    assert_eq!(held("/registry/ranges/serviceips/").await, 3);
+    assert_eq!(held("/registry/ranges/servicenodeports/").await, 2);
+}

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use store::{KeyValue, StoreError};
 
 use super::params::parse_dry_run;
-use super::write::{store_update, UpdateError};
+use super::write::{after_removal, store_update, UpdateError};
 use super::{get_object, json_response, read, store_error, ApiRequest};
 use crate::model::Write;
 use crate::objects;
@@ -160,6 +160,7 @@ async fn delete_one(
         StoreError::Conflict { .. } | StoreError::NotFound { .. } => UpdateError::Raced,
         other => UpdateError::Api(store_error(other)),
     })?;
+    after_removal(request, &current).await;
     let mut deleted = current;
     objects::set_meta(&mut deleted, "resourceVersion", json!(revision.to_string()));
     Ok((StatusCode::OK, deleted))
@@ -226,6 +227,10 @@ async fn empty_namespace(state: SharedState, namespace: String) {
         for kv in response.kvs {
             if let Err(error) = state.store.delete(&kv.key, None).await {
                 tracing::warn!(key = kv.key, %error, "could not delete from a terminating namespace");
+            } else if resource.kind == "Service" {
+                if let Ok(service) = objects::from_kv(&kv) {
+                    crate::allocator::release(state.store.as_ref(), &service).await;
+                }
             }
         }
     }

@@ -11,7 +11,7 @@ use crate::patch::{self, PatchError, PatchType, PATCH_MEDIA_TYPES};
 use crate::resources::ResourceType;
 use crate::status::{ApiError, ApiResult, Cause, QualifiedResource};
 use crate::model::{self, Write};
-use crate::objects;
+use crate::{allocator, objects};
 
 /// Times a patch is re-applied when another writer got in between.
 const PATCH_ATTEMPTS: usize = 5;
@@ -32,11 +32,26 @@ pub async fn create(request: ApiRequest) -> ApiResult<Response> {
     model::admit(&resource, &mut object, Write::Create)?;
 
     if !request.params.dry_run {
+        let store = request.state.store.as_ref();
+        let taken = match resource.kind.as_str() {
+            "Service" => allocator::allocate(store, &request.state.config.service_ranges, &mut object).await?,
+            _ => Vec::new(),
+        };
         let key = request.target.key(&name);
-        let kv = request.state.store.create(&key, objects::to_store_bytes(&object)?).await.map_err(|error| match error {
-            StoreError::AlreadyExists { .. } => ApiError::already_exists(&resource.qualified(), &name),
-            other => store_error(other),
-        })?;
+        let created = match objects::to_store_bytes(&object) {
+            Ok(bytes) => store.create(&key, bytes).await.map_err(|error| match error {
+                StoreError::AlreadyExists { .. } => ApiError::already_exists(&resource.qualified(), &name),
+                other => store_error(other),
+            }),
+            Err(error) => Err(error),
+        };
+        let kv = match created {
+            Ok(kv) => kv,
+            Err(error) => {
+                allocator::release_keys(store, &taken).await;
+                return Err(error);
+            }
+        };
         objects::set_meta(&mut object, "resourceVersion", json!(kv.mod_revision.to_string()));
     }
     Ok(with_warnings(json_response(StatusCode::CREATED, &object), &warnings))
@@ -175,12 +190,20 @@ pub async fn store_update(
     let store = &request.state.store;
     if objects::may_be_removed(&desired) && resource.kind != "Namespace" {
         let (_, revision) = store.delete(&key, Some(kv.mod_revision)).await.map_err(race_or_error)?;
+        after_removal(request, &desired).await;
         objects::set_meta(&mut desired, "resourceVersion", json!(revision.to_string()));
         return Ok(desired);
     }
     let written = store.update(&key, bytes, Some(kv.mod_revision)).await.map_err(race_or_error)?;
     objects::set_meta(&mut desired, "resourceVersion", json!(written.mod_revision.to_string()));
     Ok(desired)
+}
+
+/// Gives back what a removed object held (a Service's IP and ports).
+pub async fn after_removal(request: &ApiRequest, object: &Value) {
+    if request.target.resource.kind == "Service" {
+        allocator::release(request.state.store.as_ref(), object).await;
+    }
 }
 
 fn race_or_error(error: StoreError) -> UpdateError {

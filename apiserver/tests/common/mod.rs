@@ -26,6 +26,7 @@ pub async fn start() -> Server {
         bookmark_interval: Duration::from_millis(200),
         watch_queue: 64,
         slow_watcher_grace: Duration::from_millis(200),
+        ..Default::default()
     })
     .await
 }
