@@ -106,7 +106,7 @@ objects! {
     Pod => default: defaults::default_pod, validate: v::validate_pod, update: v::validate_pod_update;
     Service => default: defaults::default_service, validate: v::validate_service, update: v::validate_service_update;
     ServiceAccount => default: no_defaults, validate: v::validate_service_account, update: v::validate_service_account_update;
-    Endpoints => default: defaults::default_endpoints, validate: v::validate_endpoints, update: |n, _| v::validate_endpoints(n);
+    Endpoints => default: defaults::default_endpoints, validate: v::validate_endpoints, update: v::validate_endpoints_update;
     ConfigMap => default: no_defaults, validate: v::validate_config_map, update: v::validate_config_map_update;
     Secret => default: defaults::default_secret, validate: v::validate_secret, update: v::validate_secret_update;
     Event => default: no_defaults, validate: v::validate_event, update: v::validate_event_update;
@@ -124,9 +124,16 @@ impl Object {
         let Value::Object(map) = &mut value else {
             return Err(DecodeError::NotAnObject(json_type(&value)));
         };
-        let expected = [("apiVersion", info.api_version()), ("kind", info.kind.to_string())];
+        let expected = [
+            ("apiVersion", info.api_version()),
+            ("kind", info.kind.to_string()),
+        ];
         for (field, expected) in expected {
-            match map.get(field).and_then(Value::as_str).filter(|s| !s.is_empty()) {
+            match map
+                .get(field)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+            {
                 None => {
                     map.insert(field.to_string(), Value::String(expected));
                 }
@@ -147,7 +154,9 @@ impl Object {
     /// The registry entry of the object's kind.
     pub fn info(&self) -> &'static ResourceInfo {
         let kind = self.kind();
-        registry::by_kind_name(kind).next().unwrap_or_else(|| unreachable!("{kind} has no registry entry"))
+        registry::by_kind_name(kind)
+            .next()
+            .unwrap_or_else(|| unreachable!("{kind} has no registry entry"))
     }
 }
 
@@ -160,11 +169,17 @@ mod tests {
     fn every_registry_kind_decodes_defaults_and_validates() {
         for info in registry::RESOURCES {
             let value = json!({"apiVersion": info.api_version(), "kind": info.kind, "metadata": {"name": "x"}});
-            let mut object = Object::from_value(value).unwrap_or_else(|e| panic!("{}: {e}", info.kind));
+            let mut object =
+                Object::from_value(value).unwrap_or_else(|e| panic!("{}: {e}", info.kind));
             assert_eq!(object.kind(), info.kind);
             assert!(std::ptr::eq(object.info(), info));
             object.apply_defaults();
-            assert_eq!(object.metadata().namespace.is_some(), info.namespaced, "{}", info.kind);
+            assert_eq!(
+                object.metadata().namespace.is_some(),
+                info.namespaced,
+                "{}",
+                info.kind
+            );
             // Validation must not panic on a bare object; its errors are the kind's business.
             let _ = object.validate();
             assert!(object.validate_update(&object.clone()).len() <= object.validate().len());
@@ -180,24 +195,38 @@ mod tests {
         let pod = Object::from_value_for(pods, json!({"metadata": {"name": "p"}})).unwrap();
         assert_eq!(pod.kind(), "Pod");
         let cases = [
-            (json!({"apiVersion": "v2", "kind": "Pod"}), "the API version in the data (v2) does not match the expected API version (v1)"),
-            (json!({"apiVersion": "v1", "kind": "Service"}), "the kind in the data (Service) does not match the expected kind (Pod)"),
+            (
+                json!({"apiVersion": "v2", "kind": "Pod"}),
+                "the API version in the data (v2) does not match the expected API version (v1)",
+            ),
+            (
+                json!({"apiVersion": "v1", "kind": "Service"}),
+                "the kind in the data (Service) does not match the expected kind (Pod)",
+            ),
             (json!([1]), "the body must be a JSON object, not an array"),
         ];
         for (body, want) in cases {
-            assert_eq!(Object::from_value_for(pods, body).unwrap_err().to_string(), want);
+            assert_eq!(
+                Object::from_value_for(pods, body).unwrap_err().to_string(),
+                want
+            );
         }
     }
 
     #[test]
     fn a_defaulted_minimal_pod_is_valid() {
-        let mut pod = Object::from_value(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
-            "spec": {"containers": [{"name": "web", "image": "nginx"}]}}))
+        let mut pod = Object::from_value(
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+            "spec": {"containers": [{"name": "web", "image": "nginx"}]}}),
+        )
         .unwrap();
         pod.apply_defaults();
         assert_eq!(pod.metadata().namespace.as_deref(), Some("default"));
         assert_eq!(pod.validate(), vec![]);
-        let deployment = Object::from_value(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}})).unwrap();
+        let deployment = Object::from_value(
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}}),
+        )
+        .unwrap();
         assert_eq!(
             pod.validate_update(&deployment)[0].to_string(),
             "kind: Invalid value: \"Pod\": field is immutable"

@@ -5,7 +5,10 @@ use k8s_openapi::Resource;
 
 /// The owner reference marked `controller: true`, if any.
 pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
-    meta.owner_references.iter().flatten().find(|r| r.controller == Some(true))
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true))
 }
 
 /// Whether the object's controller is the owner with this uid.
@@ -27,14 +30,20 @@ pub fn controller_ref<K: Resource>(owner: &ObjectMeta) -> Option<OwnerReference>
 }
 
 /// Adds `reference` unless an owner with the same uid is there; a second controller is refused.
-pub fn add_owner_reference(meta: &mut ObjectMeta, reference: OwnerReference) -> Result<(), OwnerError> {
+pub fn add_owner_reference(
+    meta: &mut ObjectMeta,
+    reference: OwnerReference,
+) -> Result<(), OwnerError> {
     let refs = meta.owner_references.get_or_insert_with(Vec::new);
     if refs.iter().any(|r| r.uid == reference.uid) {
         return Ok(());
     }
     if reference.controller == Some(true) {
         if let Some(existing) = refs.iter().find(|r| r.controller == Some(true)) {
-            return Err(OwnerError::AlreadyControlled { kind: existing.kind.clone(), name: existing.name.clone() });
+            return Err(OwnerError::AlreadyControlled {
+                kind: existing.kind.clone(),
+                name: existing.name.clone(),
+            });
         }
     }
     refs.push(reference);
@@ -53,14 +62,23 @@ mod tests {
     use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 
     fn meta(name: &str, uid: &str) -> ObjectMeta {
-        ObjectMeta { name: Some(name.into()), uid: Some(uid.into()), ..Default::default() }
+        ObjectMeta {
+            name: Some(name.into()),
+            uid: Some(uid.into()),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn controller_references() {
         let reference = controller_ref::<ReplicaSet>(&meta("web-1", "u1")).unwrap();
         assert_eq!(
-            (reference.api_version.as_str(), reference.kind.as_str(), reference.controller, reference.block_owner_deletion),
+            (
+                reference.api_version.as_str(),
+                reference.kind.as_str(),
+                reference.controller,
+                reference.block_owner_deletion
+            ),
             ("apps/v1", "ReplicaSet", Some(true), Some(true))
         );
         assert!(controller_ref::<ReplicaSet>(&ObjectMeta::default()).is_none());
@@ -72,7 +90,9 @@ mod tests {
         assert!(!is_controlled_by(&pod, "u2"));
         let other = controller_ref::<Deployment>(&meta("web", "u2")).unwrap();
         assert_eq!(
-            add_owner_reference(&mut pod, other).unwrap_err().to_string(),
+            add_owner_reference(&mut pod, other)
+                .unwrap_err()
+                .to_string(),
             "object is already controlled by ReplicaSet \"web-1\""
         );
         assert_eq!(controller_of(&pod).unwrap().name, "web-1");

@@ -58,12 +58,18 @@ impl Quantity {
 
     /// Whole units, e.g. cores or bytes.
     pub fn from_units(units: i64, format: Format) -> Self {
-        Quantity { nanos: units as i128 * NANOS_PER_UNIT, format }
+        Quantity {
+            nanos: units as i128 * NANOS_PER_UNIT,
+            format,
+        }
     }
 
     /// Thousandths of a unit, e.g. CPU millicores.
     pub fn from_millis(millis: i64) -> Self {
-        Quantity { nanos: millis as i128 * 1_000_000, format: Format::DecimalSI }
+        Quantity {
+            nanos: millis as i128 * 1_000_000,
+            format: Format::DecimalSI,
+        }
     }
 
     pub fn nanos(&self) -> i128 {
@@ -95,12 +101,18 @@ impl Quantity {
 
     /// The sum, keeping this quantity's format (as Kubernetes' `Add`).
     pub fn checked_add(&self, other: &Quantity) -> Option<Quantity> {
-        Some(Quantity { nanos: self.nanos.checked_add(other.nanos)?, format: self.format })
+        Some(Quantity {
+            nanos: self.nanos.checked_add(other.nanos)?,
+            format: self.format,
+        })
     }
 
     /// The difference, keeping this quantity's format (as Kubernetes' `Sub`).
     pub fn checked_sub(&self, other: &Quantity) -> Option<Quantity> {
-        Some(Quantity { nanos: self.nanos.checked_sub(other.nanos)?, format: self.format })
+        Some(Quantity {
+            nanos: self.nanos.checked_sub(other.nanos)?,
+            format: self.format,
+        })
     }
 
     /// The canonical text, as Kubernetes serializes the quantity.
@@ -174,9 +186,17 @@ fn split_quantity(text: &str) -> Result<Parts<'_>, QuantityError> {
     while pos < end && bytes[pos] == b'0' {
         pos += 1;
     }
-    let digits_end = |from: usize| (from..end).find(|&i| !bytes[i].is_ascii_digit()).unwrap_or(end);
+    let digits_end = |from: usize| {
+        (from..end)
+            .find(|&i| !bytes[i].is_ascii_digit())
+            .unwrap_or(end)
+    };
     let whole_end = digits_end(pos);
-    let whole = if whole_end == pos { "0" } else { &text[pos..whole_end] };
+    let whole = if whole_end == pos {
+        "0"
+    } else {
+        &text[pos..whole_end]
+    };
     pos = whole_end;
     let mut fraction = "";
     if pos < end && bytes[pos] == b'.' {
@@ -194,7 +214,12 @@ fn split_quantity(text: &str) -> Result<Parts<'_>, QuantityError> {
     if digits_end(pos) != end {
         return Err(QuantityError::FormatWrong);
     }
-    Ok(Parts { positive, whole, fraction, suffix: &text[suffix_start..] })
+    Ok(Parts {
+        positive,
+        whole,
+        fraction,
+        suffix: &text[suffix_start..],
+    })
 }
 
 /// What a suffix multiplies by.
@@ -261,14 +286,21 @@ impl FromStr for Quantity {
         match multiplier {
             Multiplier::PowerOf10(e) => scale10 += e as i64,
             Multiplier::PowerOf2(e) => {
-                numerator = numerator.checked_mul(1i128 << e).ok_or(QuantityError::TooLarge)?
+                numerator = numerator
+                    .checked_mul(1i128 << e)
+                    .ok_or(QuantityError::TooLarge)?
             }
         }
         let nanos = if numerator == 0 {
             0
         } else if scale10 >= 0 {
-            let factor = u32::try_from(scale10).ok().and_then(pow10).ok_or(QuantityError::TooLarge)?;
-            numerator.checked_mul(factor).ok_or(QuantityError::TooLarge)?
+            let factor = u32::try_from(scale10)
+                .ok()
+                .and_then(pow10)
+                .ok_or(QuantityError::TooLarge)?;
+            numerator
+                .checked_mul(factor)
+                .ok_or(QuantityError::TooLarge)?
         } else {
             // Finer than a nano-unit: anything non-zero rounds up to the next nano.
             match u32::try_from(-scale10).ok().and_then(pow10) {
@@ -292,7 +324,8 @@ impl fmt::Display for Quantity {
         }
         let mut format = self.format;
         if format == Format::BinarySI
-            && (self.nanos.unsigned_abs() < (1024 * NANOS_PER_UNIT) as u128 || self.nanos % NANOS_PER_UNIT != 0)
+            && (self.nanos.unsigned_abs() < (1024 * NANOS_PER_UNIT) as u128
+                || self.nanos % NANOS_PER_UNIT != 0)
         {
             // Small or fractional binary values print as decimal to stay exact.
             format = Format::DecimalSI;
@@ -312,7 +345,11 @@ impl fmt::Display for Quantity {
                 // Largest exponent (a multiple of 3) that keeps the mantissa whole.
                 let mut mantissa = self.nanos;
                 let mut exponent: i32 = -9;
-                let max_exponent = if format == Format::DecimalSI { 18 } else { i32::MAX };
+                let max_exponent = if format == Format::DecimalSI {
+                    18
+                } else {
+                    i32::MAX
+                };
                 while mantissa % 1000 == 0 && exponent < max_exponent {
                     mantissa /= 1000;
                     exponent += 3;
@@ -357,7 +394,9 @@ impl<'de> serde::Deserialize<'de> for Quantity {
 impl TryFrom<&k8s_openapi::apimachinery::pkg::api::resource::Quantity> for Quantity {
     type Error = QuantityError;
 
-    fn try_from(q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity) -> Result<Self, Self::Error> {
+    fn try_from(
+        q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+    ) -> Result<Self, Self::Error> {
         q.0.parse()
     }
 }
@@ -425,7 +464,11 @@ mod tests {
             let q: Quantity = input.parse().unwrap_or_else(|e| panic!("{input}: {e}"));
             assert_eq!(q.to_string(), want, "canonical form of {input}");
             // The canonical form parses back to the same value.
-            assert_eq!(q.to_string().parse::<Quantity>().unwrap(), q, "round trip of {input}");
+            assert_eq!(
+                q.to_string().parse::<Quantity>().unwrap(),
+                q,
+                "round trip of {input}"
+            );
         }
     }
 
@@ -485,9 +528,15 @@ mod tests {
         let sum = q("100m").checked_add(&q("200m")).unwrap();
         assert_eq!(sum, q("0.3"));
         assert_eq!(sum.to_string(), "300m");
-        assert_eq!(q("1Gi").checked_sub(&q("512Mi")).unwrap().to_string(), "512Mi");
+        assert_eq!(
+            q("1Gi").checked_sub(&q("512Mi")).unwrap().to_string(),
+            "512Mi"
+        );
         assert_eq!(Quantity::from_millis(250).to_string(), "250m");
-        assert_eq!(Quantity::from_units(2048, Format::BinarySI).to_string(), "2Ki");
+        assert_eq!(
+            Quantity::from_units(2048, Format::BinarySI).to_string(),
+            "2Ki"
+        );
     }
 
     #[test]

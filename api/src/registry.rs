@@ -5,8 +5,19 @@
 use schemars::{Schema, SchemaGenerator};
 
 /// A resource's verbs, in the order Kubernetes lists them in discovery.
-pub const ALL_VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
-const NO_COLLECTION_DELETE: &[&str] = &["create", "delete", "get", "list", "patch", "update", "watch"];
+pub const ALL_VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+const NO_COLLECTION_DELETE: &[&str] = &[
+    "create", "delete", "get", "list", "patch", "update", "watch",
+];
 const STATUS_VERBS: &[&str] = &["get", "patch", "update"];
 
 /// Writes an object's schema into a generator and returns the reference to it.
@@ -60,7 +71,11 @@ impl ResourceInfo {
 
     /// The path of the collection, without namespace: `/api/v1/pods`, `/apis/apps/v1/deployments`.
     pub fn collection_path(&self, namespace: Option<&str>) -> String {
-        let root = if self.group.is_empty() { "/api".to_string() } else { format!("/apis/{}", self.group) };
+        let root = if self.group.is_empty() {
+            "/api".to_string()
+        } else {
+            format!("/apis/{}", self.group)
+        };
         match namespace.filter(|_| self.namespaced) {
             Some(ns) => format!("{root}/{}/namespaces/{ns}/{}", self.version, self.plural),
             None => format!("{root}/{}/{}", self.version, self.plural),
@@ -74,7 +89,8 @@ impl ResourceInfo {
 
     /// Paths of fields in `object` that this kind does not have (`spec.containers[0].imagee`).
     pub fn unknown_fields(&self, object: &serde_json::Value) -> Vec<String> {
-        crate::decode::unknown_fields(self.group, self.version, self.kind, object).unwrap_or_default()
+        crate::decode::unknown_fields(self.group, self.version, self.kind, object)
+            .unwrap_or_default()
     }
 
     pub fn subresource(&self, name: &str) -> Option<&'static Subresource> {
@@ -100,14 +116,28 @@ impl ResourceInfo {
 }
 
 const fn status(group: &'static str, version: &'static str, kind: &'static str) -> Subresource {
-    Subresource { name: "status", group, version, kind, verbs: STATUS_VERBS }
+    Subresource {
+        name: "status",
+        group,
+        version,
+        kind,
+        verbs: STATUS_VERBS,
+    }
 }
 
 const fn scale() -> Subresource {
-    Subresource { name: "scale", group: "autoscaling", version: "v1", kind: "Scale", verbs: STATUS_VERBS }
+    Subresource {
+        name: "scale",
+        group: "autoscaling",
+        version: "v1",
+        kind: "Scale",
+        verbs: STATUS_VERBS,
+    }
 }
 
-use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, coordination::v1 as coordination, core::v1 as core};
+use k8s_openapi::api::{
+    apps::v1 as apps, batch::v1 as batch, coordination::v1 as coordination, core::v1 as core,
+};
 
 /// Every resource r8s serves.
 pub static RESOURCES: &[ResourceInfo] = &[
@@ -124,7 +154,13 @@ pub static RESOURCES: &[ResourceInfo] = &[
         verbs: NO_COLLECTION_DELETE,
         subresources: &[
             status("", "v1", "Namespace"),
-            Subresource { name: "finalize", group: "", version: "v1", kind: "Namespace", verbs: &["update"] },
+            Subresource {
+                name: "finalize",
+                group: "",
+                version: "v1",
+                kind: "Namespace",
+                verbs: &["update"],
+            },
         ],
         schema: schema_of::<core::Namespace>,
     },
@@ -155,9 +191,27 @@ pub static RESOURCES: &[ResourceInfo] = &[
         verbs: ALL_VERBS,
         subresources: &[
             status("", "v1", "Pod"),
-            Subresource { name: "binding", group: "", version: "v1", kind: "Binding", verbs: &["create"] },
-            Subresource { name: "log", group: "", version: "v1", kind: "Pod", verbs: &["get"] },
-            Subresource { name: "exec", group: "", version: "v1", kind: "PodExecOptions", verbs: &["create", "get"] },
+            Subresource {
+                name: "binding",
+                group: "",
+                version: "v1",
+                kind: "Binding",
+                verbs: &["create"],
+            },
+            Subresource {
+                name: "log",
+                group: "",
+                version: "v1",
+                kind: "Pod",
+                verbs: &["get"],
+            },
+            Subresource {
+                name: "exec",
+                group: "",
+                version: "v1",
+                kind: "PodExecOptions",
+                verbs: &["create", "get"],
+            },
         ],
         schema: schema_of::<core::Pod>,
     },
@@ -319,12 +373,16 @@ pub static RESOURCES: &[ResourceInfo] = &[
 
 /// The resource served at `/apis/{group}/{version}/{plural}` (group "" for `/api/v1`).
 pub fn by_resource(group: &str, version: &str, plural: &str) -> Option<&'static ResourceInfo> {
-    RESOURCES.iter().find(|r| r.group == group && r.version == version && r.plural == plural)
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
 /// The resource of a kind in an `apiVersion` (`v1`, `apps/v1`).
 pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static ResourceInfo> {
-    RESOURCES.iter().find(|r| r.kind == kind && r.api_version() == api_version)
+    RESOURCES
+        .iter()
+        .find(|r| r.kind == kind && r.api_version() == api_version)
 }
 
 /// The resources of a kind in any group (`Pod`, `Deployment`).
@@ -339,7 +397,9 @@ pub fn resolve(name: &str) -> Option<&'static ResourceInfo> {
 
 /// The resources in category `category` (`all`).
 pub fn in_category(category: &str) -> impl Iterator<Item = &'static ResourceInfo> + '_ {
-    RESOURCES.iter().filter(move |r| r.categories.contains(&category))
+    RESOURCES
+        .iter()
+        .filter(move |r| r.categories.contains(&category))
 }
 
 /// Every (group, version) served, core first, in table order.
@@ -354,8 +414,13 @@ pub fn group_versions() -> Vec<(&'static str, &'static str)> {
 }
 
 /// The resources of one group version.
-pub fn resources_in<'a>(group: &'a str, version: &'a str) -> impl Iterator<Item = &'static ResourceInfo> + 'a {
-    RESOURCES.iter().filter(move |r| r.group == group && r.version == version)
+pub fn resources_in<'a>(
+    group: &'a str,
+    version: &'a str,
+) -> impl Iterator<Item = &'static ResourceInfo> + 'a {
+    RESOURCES
+        .iter()
+        .filter(move |r| r.group == group && r.version == version)
 }
 
 #[cfg(test)]
@@ -365,28 +430,85 @@ mod tests {
     #[test]
     fn lookups() {
         let pods = by_resource("", "v1", "pods").unwrap();
-        assert_eq!((pods.kind, pods.namespaced, pods.short_names), ("Pod", true, &["po"][..]));
+        assert_eq!(
+            (pods.kind, pods.namespaced, pods.short_names),
+            ("Pod", true, &["po"][..])
+        );
         assert_eq!(pods.subresource("binding").unwrap().kind, "Binding");
-        assert_eq!(by_resource("apps", "v1", "deployments").unwrap().subresource("scale").unwrap().group, "autoscaling");
+        assert_eq!(
+            by_resource("apps", "v1", "deployments")
+                .unwrap()
+                .subresource("scale")
+                .unwrap()
+                .group,
+            "autoscaling"
+        );
         assert!(by_resource("", "v1", "deployments").is_none());
-        assert_eq!(by_kind("apps/v1", "ReplicaSet").unwrap().plural, "replicasets");
+        assert_eq!(
+            by_kind("apps/v1", "ReplicaSet").unwrap().plural,
+            "replicasets"
+        );
         assert!(by_kind("v1", "Deployment").is_none());
-        assert_eq!(by_kind_name("Lease").next().unwrap().group, "coordination.k8s.io");
-        for (name, plural) in [("po", "pods"), ("Pods", "pods"), ("deploy", "deployments"), ("deployments.apps", "deployments"),
-            ("svc", "services"), ("ep", "endpoints"), ("cm", "configmaps"), ("ns", "namespaces"), ("no", "nodes"),
-            ("rs", "replicasets"), ("ds", "daemonsets"), ("ev", "events"), ("sa", "serviceaccounts"), ("job", "jobs"), ("lease", "leases")] {
+        assert_eq!(
+            by_kind_name("Lease").next().unwrap().group,
+            "coordination.k8s.io"
+        );
+        for (name, plural) in [
+            ("po", "pods"),
+            ("Pods", "pods"),
+            ("deploy", "deployments"),
+            ("deployments.apps", "deployments"),
+            ("svc", "services"),
+            ("ep", "endpoints"),
+            ("cm", "configmaps"),
+            ("ns", "namespaces"),
+            ("no", "nodes"),
+            ("rs", "replicasets"),
+            ("ds", "daemonsets"),
+            ("ev", "events"),
+            ("sa", "serviceaccounts"),
+            ("job", "jobs"),
+            ("lease", "leases"),
+        ] {
             assert_eq!(resolve(name).map(|r| r.plural), Some(plural), "{name}");
         }
         assert!(resolve("pods.apps").is_none());
         let all: Vec<&str> = in_category("all").map(|r| r.plural).collect();
-        assert_eq!(all, ["pods", "services", "deployments", "replicasets", "daemonsets", "jobs"]);
+        assert_eq!(
+            all,
+            [
+                "pods",
+                "services",
+                "deployments",
+                "replicasets",
+                "daemonsets",
+                "jobs"
+            ]
+        );
         assert_eq!(
             group_versions(),
-            [("", "v1"), ("coordination.k8s.io", "v1"), ("apps", "v1"), ("batch", "v1")]
+            [
+                ("", "v1"),
+                ("coordination.k8s.io", "v1"),
+                ("apps", "v1"),
+                ("batch", "v1")
+            ]
         );
-        assert_eq!(pods.collection_path(Some("default")), "/api/v1/namespaces/default/pods");
-        assert_eq!(by_kind_name("Node").next().unwrap().collection_path(Some("x")), "/api/v1/nodes");
-        assert_eq!(by_kind_name("Job").next().unwrap().collection_path(None), "/apis/batch/v1/jobs");
+        assert_eq!(
+            pods.collection_path(Some("default")),
+            "/api/v1/namespaces/default/pods"
+        );
+        assert_eq!(
+            by_kind_name("Node")
+                .next()
+                .unwrap()
+                .collection_path(Some("x")),
+            "/api/v1/nodes"
+        );
+        assert_eq!(
+            by_kind_name("Job").next().unwrap().collection_path(None),
+            "/apis/batch/v1/jobs"
+        );
     }
 
     #[test]
@@ -394,7 +516,13 @@ mod tests {
         for r in RESOURCES {
             assert_eq!(r.list_kind, format!("{}List", r.kind));
             assert_eq!(r.singular, r.kind.to_ascii_lowercase());
-            assert_eq!(RESOURCES.iter().filter(|o| o.group == r.group && o.plural == r.plural).count(), 1);
+            assert_eq!(
+                RESOURCES
+                    .iter()
+                    .filter(|o| o.group == r.group && o.plural == r.plural)
+                    .count(),
+                1
+            );
         }
     }
 }

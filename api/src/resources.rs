@@ -99,7 +99,9 @@ mod tests {
     }
 
     fn show(list: &ResourceList) -> BTreeMap<String, String> {
-        list.iter().map(|(k, v)| (k.clone(), v.to_string())).collect()
+        list.iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -118,9 +120,18 @@ mod tests {
         let requests = pod_requests(&s);
         assert_eq!(
             show(&requests),
-            BTreeMap::from([("cpu".to_string(), "2".to_string()), ("memory".to_string(), "65Mi".to_string())])
+            BTreeMap::from([
+                ("cpu".to_string(), "2".to_string()),
+                ("memory".to_string(), "65Mi".to_string())
+            ])
         );
-        assert_eq!(show(&pod_limits(&s)), BTreeMap::from([("cpu".to_string(), "1".to_string()), ("memory".to_string(), "1Mi".to_string())]));
+        assert_eq!(
+            show(&pod_limits(&s)),
+            BTreeMap::from([
+                ("cpu".to_string(), "1".to_string()),
+                ("memory".to_string(), "1Mi".to_string())
+            ])
+        );
         let sidecar_first = spec(json!({
             "containers": [{"name": "a", "resources": {"requests": {"cpu": "100m"}}}],
             "initContainers": [

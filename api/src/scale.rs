@@ -18,12 +18,24 @@ fn scale_metadata(meta: &ObjectMeta) -> ObjectMeta {
     }
 }
 
-fn build(meta: &ObjectMeta, spec_replicas: Option<i32>, status_replicas: Option<i32>, selector: &LabelSelector) -> Scale {
-    let selector = Selector::from_label_selector(selector).map(|s| s.to_string()).unwrap_or_default();
+fn build(
+    meta: &ObjectMeta,
+    spec_replicas: Option<i32>,
+    status_replicas: Option<i32>,
+    selector: &LabelSelector,
+) -> Scale {
+    let selector = Selector::from_label_selector(selector)
+        .map(|s| s.to_string())
+        .unwrap_or_default();
     Scale {
         metadata: scale_metadata(meta),
-        spec: Some(ScaleSpec { replicas: Some(spec_replicas.unwrap_or(0)) }),
-        status: Some(ScaleStatus { replicas: status_replicas.unwrap_or(0), selector: Some(selector) }),
+        spec: Some(ScaleSpec {
+            replicas: Some(spec_replicas.unwrap_or(0)),
+        }),
+        status: Some(ScaleStatus {
+            replicas: status_replicas.unwrap_or(0),
+            selector: Some(selector),
+        }),
     }
 }
 
@@ -92,15 +104,20 @@ mod tests {
                 "metadata": {"name": "web", "namespace": "default", "uid": "u", "resourceVersion": "7"},
                 "spec": {"replicas": 2}, "status": {"replicas": 1, "selector": "app=web"}})
         );
-        let request: Scale = serde_json::from_value(json!({"spec": {"replicas": 5}, "metadata": {}})).unwrap();
+        let request: Scale =
+            serde_json::from_value(json!({"spec": {"replicas": 5}, "metadata": {}})).unwrap();
         assert!(set_replicas(&mut d, requested_replicas(&request).unwrap()));
         assert_eq!(scale_of(&d).unwrap().spec.unwrap().replicas, Some(5));
-        let negative: Scale = serde_json::from_value(json!({"spec": {"replicas": -1}, "metadata": {}})).unwrap();
+        let negative: Scale =
+            serde_json::from_value(json!({"spec": {"replicas": -1}, "metadata": {}})).unwrap();
         assert_eq!(
             requested_replicas(&negative).unwrap_err().to_string(),
             "spec.replicas: Invalid value: -1: must be greater than or equal to 0"
         );
-        let mut pod = Object::from_value(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}})).unwrap();
+        let mut pod = Object::from_value(
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}),
+        )
+        .unwrap();
         assert!(scale_of(&pod).is_none());
         assert!(!set_replicas(&mut pod, 1));
     }

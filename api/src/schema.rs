@@ -15,10 +15,22 @@ fn extra_schemas(generator: &mut schemars::SchemaGenerator) -> Vec<(Value, [&'st
     use k8s_openapi::api::{autoscaling::v1::Scale, core::v1::Binding};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{DeleteOptions, Status};
     vec![
-        (generator.subschema_for::<Scale>().to_value(), ["autoscaling", "v1", "Scale"]),
-        (generator.subschema_for::<Binding>().to_value(), ["", "v1", "Binding"]),
-        (generator.subschema_for::<Status>().to_value(), ["", "v1", "Status"]),
-        (generator.subschema_for::<DeleteOptions>().to_value(), ["", "v1", "DeleteOptions"]),
+        (
+            generator.subschema_for::<Scale>().to_value(),
+            ["autoscaling", "v1", "Scale"],
+        ),
+        (
+            generator.subschema_for::<Binding>().to_value(),
+            ["", "v1", "Binding"],
+        ),
+        (
+            generator.subschema_for::<Status>().to_value(),
+            ["", "v1", "Status"],
+        ),
+        (
+            generator.subschema_for::<DeleteOptions>().to_value(),
+            ["", "v1", "DeleteOptions"],
+        ),
     ]
 }
 
@@ -30,7 +42,11 @@ pub struct Schemas {
 }
 
 fn component_name(reference: &Value) -> Option<String> {
-    reference.get("$ref")?.as_str()?.strip_prefix(REF_PREFIX).map(str::to_string)
+    reference
+        .get("$ref")?
+        .as_str()?
+        .strip_prefix(REF_PREFIX)
+        .map(str::to_string)
 }
 
 impl Schemas {
@@ -38,13 +54,20 @@ impl Schemas {
         let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
         let mut refs: Vec<(Value, [&'static str; 3])> = RESOURCES
             .iter()
-            .map(|r: &ResourceInfo| ((r.schema)(&mut generator).to_value(), [r.group, r.version, r.kind]))
+            .map(|r: &ResourceInfo| {
+                (
+                    (r.schema)(&mut generator).to_value(),
+                    [r.group, r.version, r.kind],
+                )
+            })
             .collect();
         refs.extend(extra_schemas(&mut generator));
         let mut components = generator.take_definitions(true);
         let mut kinds = Vec::new();
         for (reference, gvk) in refs {
-            let Some(name) = component_name(&reference) else { continue };
+            let Some(name) = component_name(&reference) else {
+                continue;
+            };
             if let Some(Value::Object(schema)) = components.get_mut(&name) {
                 // kubectl finds a kind's schema by this extension.
                 let [group, version, kind] = gvk;
@@ -72,12 +95,16 @@ impl Schemas {
     /// The component name of a kind (`io.k8s.api.apps.v1.Deployment`); includes
     /// autoscaling/v1 Scale, v1 Binding, Status and DeleteOptions.
     pub fn component_name(&self, group: &str, version: &str, kind: &str) -> Option<&str> {
-        self.kinds.iter().find(|(gvk, _)| *gvk == [group, version, kind]).map(|(_, name)| name.as_str())
+        self.kinds
+            .iter()
+            .find(|(gvk, _)| *gvk == [group, version, kind])
+            .map(|(_, name)| name.as_str())
     }
 
     /// The schema of a kind.
     pub fn kind_schema(&self, group: &str, version: &str, kind: &str) -> Option<&Value> {
-        self.components.get(self.component_name(group, version, kind)?)
+        self.components
+            .get(self.component_name(group, version, kind)?)
     }
 
     /// Follows `$ref` (also inside a one-element `allOf`) to the schema it names.
@@ -86,7 +113,11 @@ impl Schemas {
         for _ in 0..8 {
             if let Some(target) = component_name(current).and_then(|n| self.components.get(&n)) {
                 current = target;
-            } else if let Some([only]) = current.get("allOf").and_then(Value::as_array).map(Vec::as_slice) {
+            } else if let Some([only]) = current
+                .get("allOf")
+                .and_then(Value::as_array)
+                .map(Vec::as_slice)
+            {
                 current = only;
             } else {
                 break;
@@ -104,7 +135,11 @@ impl Schemas {
             .filter(|([g, v, _], _)| *g == group && *v == version)
             .map(|(_, name)| name.clone())
             .collect();
-        for extra in [("", "v1", "Status"), ("", "v1", "DeleteOptions"), ("autoscaling", "v1", "Scale")] {
+        for extra in [
+            ("", "v1", "Status"),
+            ("", "v1", "DeleteOptions"),
+            ("autoscaling", "v1", "Scale"),
+        ] {
             if let Some(name) = self.component_name(extra.0, extra.1, extra.2) {
                 wanted.push(name.to_string());
             }
@@ -114,7 +149,9 @@ impl Schemas {
             if out.contains_key(&name) {
                 continue;
             }
-            let Some(schema) = self.components.get(&name) else { continue };
+            let Some(schema) = self.components.get(&name) else {
+                continue;
+            };
             collect_refs(schema, &mut wanted);
             out.insert(name, schema.clone());
         }
@@ -141,7 +178,10 @@ pub fn schema_for_kind(group: &str, version: &str, kind: &str) -> Option<Value> 
     let schemas = Schemas::get();
     let mut root = schemas.kind_schema(group, version, kind)?.clone();
     if let Value::Object(map) = &mut root {
-        map.insert("components".into(), json!({"schemas": schemas.components_for(group, version)}));
+        map.insert(
+            "components".into(),
+            json!({"schemas": schemas.components_for(group, version)}),
+        );
     }
     Some(root)
 }
@@ -154,15 +194,23 @@ mod tests {
     fn every_resource_has_a_named_schema() {
         let schemas = Schemas::get();
         for r in RESOURCES {
-            let schema = schemas.kind_schema(r.group, r.version, r.kind).unwrap_or_else(|| panic!("{}", r.kind));
+            let schema = schemas
+                .kind_schema(r.group, r.version, r.kind)
+                .unwrap_or_else(|| panic!("{}", r.kind));
             assert_eq!(
                 schema["x-kubernetes-group-version-kind"],
                 json!([{"group": r.group, "version": r.version, "kind": r.kind}])
             );
             assert!(schema["properties"]["metadata"].is_object(), "{}", r.kind);
         }
-        assert_eq!(schemas.component_name("", "v1", "Pod"), Some("io.k8s.api.core.v1.Pod"));
-        assert_eq!(schemas.component_name("autoscaling", "v1", "Scale"), Some("io.k8s.api.autoscaling.v1.Scale"));
+        assert_eq!(
+            schemas.component_name("", "v1", "Pod"),
+            Some("io.k8s.api.core.v1.Pod")
+        );
+        assert_eq!(
+            schemas.component_name("autoscaling", "v1", "Scale"),
+            Some("io.k8s.api.autoscaling.v1.Scale")
+        );
     }
 
     #[test]

@@ -47,7 +47,10 @@ pub struct Requirement {
 impl Requirement {
     pub fn new(key: &str, operator: Operator) -> Result<Self, SelectorError> {
         if let Some(message) = names::is_qualified_name(key).into_iter().next() {
-            return Err(SelectorError::InvalidKey { key: key.to_string(), message });
+            return Err(SelectorError::InvalidKey {
+                key: key.to_string(),
+                message,
+            });
         }
         if let Operator::In(values) | Operator::NotIn(values) = &operator {
             if values.is_empty() {
@@ -55,11 +58,17 @@ impl Requirement {
             }
             for value in values {
                 if let Some(message) = names::is_valid_label_value(value).into_iter().next() {
-                    return Err(SelectorError::InvalidValue { value: value.clone(), message });
+                    return Err(SelectorError::InvalidValue {
+                        value: value.clone(),
+                        message,
+                    });
                 }
             }
         }
-        Ok(Requirement { key: key.to_string(), operator })
+        Ok(Requirement {
+            key: key.to_string(),
+            operator,
+        })
     }
 
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
@@ -69,8 +78,12 @@ impl Requirement {
             Operator::NotIn(values) => value.is_none_or(|v| !values.contains(v)),
             Operator::Exists => value.is_some(),
             Operator::DoesNotExist => value.is_none(),
-            Operator::Gt(n) => value.and_then(|v| v.parse::<i64>().ok()).is_some_and(|v| v > *n),
-            Operator::Lt(n) => value.and_then(|v| v.parse::<i64>().ok()).is_some_and(|v| v < *n),
+            Operator::Gt(n) => value
+                .and_then(|v| v.parse::<i64>().ok())
+                .is_some_and(|v| v > *n),
+            Operator::Lt(n) => value
+                .and_then(|v| v.parse::<i64>().ok())
+                .is_some_and(|v| v < *n),
         }
     }
 }
@@ -126,7 +139,9 @@ impl Selector {
             let operator = match expr.operator.as_str() {
                 "In" => Operator::In(values),
                 "NotIn" => Operator::NotIn(values),
-                "Exists" | "DoesNotExist" if !values.is_empty() => return Err(SelectorError::UnexpectedValues),
+                "Exists" | "DoesNotExist" if !values.is_empty() => {
+                    return Err(SelectorError::UnexpectedValues)
+                }
                 "Exists" => Operator::Exists,
                 "DoesNotExist" => Operator::DoesNotExist,
                 other => return Err(SelectorError::InvalidOperator(other.to_string())),
@@ -146,7 +161,9 @@ impl Selector {
                 if text.trim().is_empty() {
                     continue;
                 }
-                return Err(SelectorError::Syntax(format!("found '', expected: identifier in {text:?}")));
+                return Err(SelectorError::Syntax(format!(
+                    "found '', expected: identifier in {text:?}"
+                )));
             }
             requirements.push(parse_requirement(part)?);
         }
@@ -178,7 +195,9 @@ fn split_top_level(text: &str) -> Result<Vec<&str>, SelectorError> {
     for (i, c) in text.char_indices() {
         match c {
             '(' => depth += 1,
-            ')' if depth == 0 => return Err(SelectorError::Syntax(format!("unexpected ')' in {text:?}"))),
+            ')' if depth == 0 => {
+                return Err(SelectorError::Syntax(format!("unexpected ')' in {text:?}")))
+            }
             ')' => depth -= 1,
             ',' if depth == 0 => {
                 parts.push(&text[start..i]);
@@ -207,10 +226,15 @@ fn parse_requirement(part: &str) -> Result<Requirement, SelectorError> {
             return Requirement::new(key.trim(), make(vec![value.trim().to_string()]));
         }
     }
-    for (symbol, make) in [(">", Operator::Gt as fn(i64) -> Operator), ("<", Operator::Lt)] {
+    for (symbol, make) in [
+        (">", Operator::Gt as fn(i64) -> Operator),
+        ("<", Operator::Lt),
+    ] {
         if let Some((key, value)) = part.split_once(symbol) {
             let value = value.trim();
-            let n = value.parse().map_err(|_| SelectorError::NotAnInteger(value.to_string()))?;
+            let n = value
+                .parse()
+                .map_err(|_| SelectorError::NotAnInteger(value.to_string()))?;
             return Requirement::new(key.trim(), make(n));
         }
     }
@@ -232,12 +256,19 @@ fn parse_requirement(part: &str) -> Result<Requirement, SelectorError> {
                 .trim()
                 .strip_prefix('(')
                 .and_then(|l| l.strip_suffix(')'))
-                .ok_or_else(|| SelectorError::Syntax(format!("found '{}', expected: '(' in {part:?}", list.trim())))?;
+                .ok_or_else(|| {
+                    SelectorError::Syntax(format!(
+                        "found '{}', expected: '(' in {part:?}",
+                        list.trim()
+                    ))
+                })?;
             let values: Vec<String> = inner.split(',').map(|v| v.trim().to_string()).collect();
             let values = if values == [""] { Vec::new() } else { values };
             Requirement::new(key, operator(values))
         }
-        _ => Err(SelectorError::Syntax(format!("empty requirement in {part:?}"))),
+        _ => Err(SelectorError::Syntax(format!(
+            "empty requirement in {part:?}"
+        ))),
     }
 }
 
@@ -260,9 +291,15 @@ pub fn parse_field_selector(text: &str) -> Result<Vec<FieldRequirement>, Selecto
         } else if let Some((f, v)) = part.split_once('=') {
             (f, v, true)
         } else {
-            return Err(SelectorError::Syntax(format!("invalid field selector term {part:?}: expected =, == or !=")));
+            return Err(SelectorError::Syntax(format!(
+                "invalid field selector term {part:?}: expected =, == or !="
+            )));
         };
-        terms.push(FieldRequirement { field: field.trim().to_string(), value: value.trim().to_string(), equal });
+        terms.push(FieldRequirement {
+            field: field.trim().to_string(),
+            value: value.trim().to_string(),
+            equal,
+        });
     }
     Ok(terms)
 }
@@ -280,7 +317,10 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -321,10 +361,20 @@ mod tests {
             ("gen>x", "for 'Gt', 'Lt' operators, exactly one integer value is required, got \"x\""),
         ];
         for (text, want) in cases {
-            assert_eq!(Selector::parse(text).unwrap_err().to_string(), want, "{text}");
+            assert_eq!(
+                Selector::parse(text).unwrap_err().to_string(),
+                want,
+                "{text}"
+            );
         }
-        assert!(matches!(Selector::parse("-app=x"), Err(SelectorError::InvalidKey { .. })));
-        assert!(matches!(Selector::parse("app=-x"), Err(SelectorError::InvalidValue { .. })));
+        assert!(matches!(
+            Selector::parse("-app=x"),
+            Err(SelectorError::InvalidKey { .. })
+        ));
+        assert!(matches!(
+            Selector::parse("app=-x"),
+            Err(SelectorError::InvalidValue { .. })
+        ));
     }
 
     #[test]
@@ -332,21 +382,42 @@ mod tests {
         let selector = LabelSelector {
             match_labels: Some(labels(&[("app", "web")])),
             match_expressions: Some(vec![
-                LabelSelectorRequirement { key: "tier".into(), operator: "In".into(), values: Some(vec!["front".into(), "back".into()]) },
-                LabelSelectorRequirement { key: "canary".into(), operator: "DoesNotExist".into(), values: None },
+                LabelSelectorRequirement {
+                    key: "tier".into(),
+                    operator: "In".into(),
+                    values: Some(vec!["front".into(), "back".into()]),
+                },
+                LabelSelectorRequirement {
+                    key: "canary".into(),
+                    operator: "DoesNotExist".into(),
+                    values: None,
+                },
             ]),
         };
         let s = Selector::from_label_selector(&selector).unwrap();
         assert!(s.matches(&labels(&[("app", "web"), ("tier", "back")])));
-        assert!(!s.matches(&labels(&[("app", "web"), ("tier", "back"), ("canary", "1")])));
+        assert!(!s.matches(&labels(&[
+            ("app", "web"),
+            ("tier", "back"),
+            ("canary", "1")
+        ])));
         assert!(!s.matches(&labels(&[("app", "web")])));
         assert_eq!(s.to_string(), "app=web,!canary,tier in (front,back)");
-        assert!(Selector::from_label_selector(&LabelSelector::default()).unwrap().matches(&labels(&[])));
+        assert!(Selector::from_label_selector(&LabelSelector::default())
+            .unwrap()
+            .matches(&labels(&[])));
         let bad = LabelSelector {
-            match_expressions: Some(vec![LabelSelectorRequirement { key: "a".into(), operator: "Near".into(), values: None }]),
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "a".into(),
+                operator: "Near".into(),
+                values: None,
+            }]),
             ..Default::default()
         };
-        assert_eq!(Selector::from_label_selector(&bad).unwrap_err(), SelectorError::InvalidOperator("Near".into()));
+        assert_eq!(
+            Selector::from_label_selector(&bad).unwrap_err(),
+            SelectorError::InvalidOperator("Near".into())
+        );
         assert_eq!(Selector::parse(&s.to_string()).unwrap(), s);
     }
 

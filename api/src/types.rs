@@ -2,23 +2,23 @@
 //! re-exported under one roof.
 
 pub use k8s_openapi::api::apps::v1::{
-    DaemonSet, DaemonSetSpec, DaemonSetStatus, Deployment, DeploymentSpec,
-    DeploymentStatus, DeploymentStrategy, ReplicaSet, ReplicaSetSpec, ReplicaSetStatus,
+    DaemonSet, DaemonSetSpec, DaemonSetStatus, Deployment, DeploymentSpec, DeploymentStatus,
+    DeploymentStrategy, ReplicaSet, ReplicaSetSpec, ReplicaSetStatus,
 };
 pub use k8s_openapi::api::autoscaling::v1::{Scale, ScaleSpec, ScaleStatus};
 pub use k8s_openapi::api::batch::v1::{Job, JobSpec, JobStatus};
 pub use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 pub use k8s_openapi::api::core::v1::{
     Binding, ConfigMap, Container, ContainerPort, ContainerStatus, EndpointAddress, EndpointPort,
-    EndpointSubset, Endpoints, Event, Namespace, NamespaceSpec,
-    NamespaceStatus, Node, NodeSpec, NodeStatus, ObjectReference, Pod, PodCondition, PodSpec,
-    PodStatus, PodTemplateSpec, Secret, Service, ServiceAccount, ServicePort, ServiceSpec, ServiceStatus,
+    EndpointSubset, Endpoints, Event, Namespace, NamespaceSpec, NamespaceStatus, Node, NodeSpec,
+    NodeStatus, ObjectReference, Pod, PodCondition, PodSpec, PodStatus, PodTemplateSpec, Secret,
+    Service, ServiceAccount, ServicePort, ServiceSpec, ServiceStatus,
 };
 pub use k8s_openapi::apimachinery::pkg::api::resource::Quantity as QuantityString;
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
-    APIGroup, APIGroupList, APIResource, APIResourceList, APIVersions, Condition, DeleteOptions, LabelSelector,
-    LabelSelectorRequirement, ListMeta, MicroTime, ObjectMeta, OwnerReference, Status, StatusCause, StatusDetails,
-    Time, WatchEvent,
+    APIGroup, APIGroupList, APIResource, APIResourceList, APIVersions, Condition, DeleteOptions,
+    LabelSelector, LabelSelectorRequirement, ListMeta, MicroTime, ObjectMeta, OwnerReference,
+    Status, StatusCause, StatusDetails, Time, WatchEvent,
 };
 pub use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 pub use k8s_openapi::{ByteString, List, Resource};

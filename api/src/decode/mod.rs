@@ -13,11 +13,24 @@ pub use unknown::{strict_decoding_message, unknown_fields};
 #[derive(Debug, Error)]
 pub enum DecodeError {
     #[error("error parsing JSON: {message} at line {line} column {column}")]
-    Json { message: String, line: usize, column: usize },
+    Json {
+        message: String,
+        line: usize,
+        column: usize,
+    },
     #[error("error parsing YAML: {message} at line {line} column {column}")]
-    Yaml { message: String, line: usize, column: usize },
+    Yaml {
+        message: String,
+        line: usize,
+        column: usize,
+    },
     #[error("error parsing YAML document {document}: {message} at line {line} column {column}")]
-    YamlDocument { document: usize, message: String, line: usize, column: usize },
+    YamlDocument {
+        document: usize,
+        message: String,
+        line: usize,
+        column: usize,
+    },
     #[error("Object 'Kind' is missing in '{0}'")]
     MissingKind(String),
     #[error("Object 'apiVersion' is missing in '{0}'")]
@@ -32,7 +45,12 @@ pub enum DecodeError {
     NotAnObject(&'static str),
     /// The value has the right kind but a field of the wrong type.
     #[error("{kind} in version {api_version:?} cannot be handled as a {kind}: {path}: {message}")]
-    Typed { api_version: String, kind: String, path: String, message: String },
+    Typed {
+        api_version: String,
+        kind: String,
+        path: String,
+        message: String,
+    },
 }
 
 /// Parses one JSON document.
@@ -59,7 +77,12 @@ pub fn parse_yaml_documents(text: &str) -> Result<Vec<Value>, DecodeError> {
     for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let value = Value::deserialize(document).map_err(|e| {
             let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
-            DecodeError::YamlDocument { document: index + 1, message: strip_position(&e.to_string()), line, column }
+            DecodeError::YamlDocument {
+                document: index + 1,
+                message: strip_position(&e.to_string()),
+                line,
+                column,
+            }
         })?;
         if !value.is_null() {
             documents.push(value);
@@ -86,7 +109,10 @@ pub fn parse_manifest(bytes: &[u8]) -> Result<Vec<Value>, DecodeError> {
 }
 
 fn expand_list(value: Value) -> Vec<Value> {
-    let is_list = value.get("kind").and_then(Value::as_str).is_some_and(|k| k == "List" || k.ends_with("List"))
+    let is_list = value
+        .get("kind")
+        .and_then(Value::as_str)
+        .is_some_and(|k| k == "List" || k.ends_with("List"))
         && value.get("items").is_some_and(Value::is_array);
     match value {
         Value::Object(mut map) if is_list => match map.remove("items") {
@@ -99,18 +125,28 @@ fn expand_list(value: Value) -> Vec<Value> {
 
 /// The `apiVersion` and `kind` of an object, or which one is missing.
 pub fn type_meta(value: &Value) -> Result<(&str, &str), DecodeError> {
-    let field = |name| value.get(name).and_then(Value::as_str).filter(|s| !s.is_empty());
+    let field = |name| {
+        value
+            .get(name)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
     let compact = || {
         let text = value.to_string();
         text.chars().take(200).collect::<String>()
     };
     let kind = field("kind").ok_or_else(|| DecodeError::MissingKind(compact()))?;
-    let api_version = field("apiVersion").ok_or_else(|| DecodeError::MissingApiVersion(compact()))?;
+    let api_version =
+        field("apiVersion").ok_or_else(|| DecodeError::MissingApiVersion(compact()))?;
     Ok((api_version, kind))
 }
 
 /// Decodes a value into a k8s-openapi type, naming the field path of a type error.
-pub fn decode_typed<T: serde::de::DeserializeOwned>(value: Value, api_version: &str, kind: &str) -> Result<T, DecodeError> {
+pub fn decode_typed<T: serde::de::DeserializeOwned>(
+    value: Value,
+    api_version: &str,
+    kind: &str,
+) -> Result<T, DecodeError> {
     serde_path_to_error::deserialize(value).map_err(|e| DecodeError::Typed {
         api_version: api_version.to_string(),
         kind: kind.to_string(),
@@ -169,14 +205,31 @@ spec:
     fn a_multi_document_manifest_decodes() {
         let values = parse_manifest(MANIFEST.as_bytes()).unwrap();
         assert_eq!(values.len(), 2);
-        let objects: Vec<Object> = values.into_iter().map(|v| Object::from_value(v).unwrap()).collect();
-        let Object::Deployment(deployment) = &objects[0] else { panic!("not a deployment: {:?}", objects[0]) };
+        let objects: Vec<Object> = values
+            .into_iter()
+            .map(|v| Object::from_value(v).unwrap())
+            .collect();
+        let Object::Deployment(deployment) = &objects[0] else {
+            panic!("not a deployment: {:?}", objects[0])
+        };
         let spec = deployment.spec.as_ref().unwrap();
         assert_eq!(spec.replicas, Some(3));
         let container = &spec.template.spec.as_ref().unwrap().containers[0];
         assert_eq!(container.image.as_deref(), Some("nginx:1.25"));
-        assert_eq!(container.resources.as_ref().unwrap().requests.as_ref().unwrap()["memory"].0, "64Mi");
-        let Object::Service(service) = &objects[1] else { panic!("not a service") };
+        assert_eq!(
+            container
+                .resources
+                .as_ref()
+                .unwrap()
+                .requests
+                .as_ref()
+                .unwrap()["memory"]
+                .0,
+            "64Mi"
+        );
+        let Object::Service(service) = &objects[1] else {
+            panic!("not a service")
+        };
         assert_eq!(service.metadata.name.as_deref(), Some("web"));
     }
 
@@ -184,21 +237,49 @@ spec:
     fn yaml_syntax_errors_have_line_and_column() {
         let bad = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n   labels: {}\n";
         match parse_manifest(bad.as_bytes()).unwrap_err() {
-            DecodeError::YamlDocument { document, line, column, .. } => {
+            DecodeError::YamlDocument {
+                document,
+                line,
+                column,
+                ..
+            } => {
                 assert_eq!((document, line, column), (1, 5, 10));
             }
             other => panic!("unexpected {other}"),
         }
         let second = "kind: A\n---\nkind: [\n";
         let err = parse_manifest(second.as_bytes()).unwrap_err();
-        assert!(matches!(err, DecodeError::YamlDocument { document: 2, line: 4, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                DecodeError::YamlDocument {
+                    document: 2,
+                    line: 4,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
     fn json_errors_have_line_and_column() {
         let err = parse_json(b"{\n  \"kind\": \"Pod\",\n  \"x\": @\n}").unwrap_err();
-        assert!(matches!(err, DecodeError::Json { line: 3, column: 8, .. }), "{err}");
-        assert_eq!(err.to_string(), "error parsing JSON: expected value at line 3 column 8");
+        assert!(
+            matches!(
+                err,
+                DecodeError::Json {
+                    line: 3,
+                    column: 8,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "error parsing JSON: expected value at line 3 column 8"
+        );
     }
 
     #[test]

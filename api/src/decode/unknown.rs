@@ -6,7 +6,12 @@ use crate::schema::Schemas;
 
 /// The paths of fields in `value` that the kind's schema does not define,
 /// e.g. `spec.containers[0].imagee`. None when the kind is not served.
-pub fn unknown_fields(group: &str, version: &str, kind: &str, value: &Value) -> Option<Vec<String>> {
+pub fn unknown_fields(
+    group: &str,
+    version: &str,
+    kind: &str,
+    value: &Value,
+) -> Option<Vec<String>> {
     let schemas = Schemas::get();
     let root = schemas.kind_schema(group, version, kind)?;
     let mut found = Vec::new();
@@ -17,7 +22,10 @@ pub fn unknown_fields(group: &str, version: &str, kind: &str, value: &Value) -> 
 /// Kubernetes' message for a Strict rejection or a Warn warning:
 /// `strict decoding error: unknown field "spec.x", unknown field "spec.y"`.
 pub fn strict_decoding_message(paths: &[String]) -> String {
-    let parts: Vec<String> = paths.iter().map(|p| format!("unknown field {p:?}")).collect();
+    let parts: Vec<String> = paths
+        .iter()
+        .map(|p| format!("unknown field {p:?}"))
+        .collect();
     format!("strict decoding error: {}", parts.join(", "))
 }
 
@@ -114,7 +122,10 @@ mod tests {
                 "livenessProbe": {"httpGet": {"port": "http"}}}]}});
         assert_eq!(unknown_fields("", "v1", "Pod", &pod), Some(vec![]));
         let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"any": "thing"}, "extra": 1});
-        assert_eq!(unknown_fields("", "v1", "ConfigMap", &cm), Some(vec!["extra".to_string()]));
+        assert_eq!(
+            unknown_fields("", "v1", "ConfigMap", &cm),
+            Some(vec!["extra".to_string()])
+        );
         assert_eq!(unknown_fields("", "v1", "Pony", &cm), None);
     }
 }

@@ -6,14 +6,17 @@ mod pod;
 mod workloads;
 
 use k8s_openapi::api::core::v1::{
-    Endpoints, Namespace, NamespaceStatus, Node, Secret, Service, ServiceSpec, SessionAffinityConfig,
+    Endpoints, Namespace, NamespaceStatus, Node, Secret, Service, ServiceSpec,
+    SessionAffinityConfig,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-pub use pod::{default_pod, default_pod_spec, pull_policy_for};
 pub(crate) use pod::volume_sources;
-pub use workloads::{default_daemon_set, default_deployment, default_job, default_replica_set, generate_job_selector};
+pub use pod::{default_pod, default_pod_spec, pull_policy_for};
+pub use workloads::{
+    default_daemon_set, default_deployment, default_job, default_replica_set, generate_job_selector,
+};
 
 /// The label every namespace carries with its own name.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
@@ -33,7 +36,9 @@ pub fn default_service(service: &mut Service) {
     match spec.session_affinity.as_deref() {
         Some("None") => spec.session_affinity_config = None,
         Some("ClientIP") => {
-            let config = spec.session_affinity_config.get_or_insert_with(SessionAffinityConfig::default);
+            let config = spec
+                .session_affinity_config
+                .get_or_insert_with(SessionAffinityConfig::default);
             let client_ip = config.client_ip.get_or_insert_with(Default::default);
             client_ip.timeout_seconds.get_or_insert(10800);
         }
@@ -58,7 +63,11 @@ pub fn default_service(service: &mut Service) {
     }
     let service_type = spec.type_.clone().unwrap_or_default();
     if matches!(service_type.as_str(), "NodePort" | "LoadBalancer")
-        && spec.external_traffic_policy.as_deref().unwrap_or("").is_empty()
+        && spec
+            .external_traffic_policy
+            .as_deref()
+            .unwrap_or("")
+            .is_empty()
     {
         spec.external_traffic_policy = Some("Cluster".into());
     }
@@ -72,9 +81,15 @@ pub fn default_service(service: &mut Service) {
 
 pub fn default_namespace(namespace: &mut Namespace) {
     if let Some(name) = namespace.metadata.name.clone().filter(|n| !n.is_empty()) {
-        namespace.metadata.labels.get_or_insert_with(Default::default).insert(NAMESPACE_NAME_LABEL.into(), name);
+        namespace
+            .metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert(NAMESPACE_NAME_LABEL.into(), name);
     }
-    let status = namespace.status.get_or_insert_with(NamespaceStatus::default);
+    let status = namespace
+        .status
+        .get_or_insert_with(NamespaceStatus::default);
     if status.phase.as_deref().unwrap_or("").is_empty() {
         status.phase = Some("Active".into());
     }
@@ -87,7 +102,11 @@ pub fn default_secret(secret: &mut Secret) {
 }
 
 pub fn default_endpoints(endpoints: &mut Endpoints) {
-    let ports = endpoints.subsets.iter_mut().flatten().flat_map(|s| s.ports.iter_mut().flatten());
+    let ports = endpoints
+        .subsets
+        .iter_mut()
+        .flatten()
+        .flat_map(|s| s.ports.iter_mut().flatten());
     for port in ports {
         if port.protocol.as_deref().unwrap_or("").is_empty() {
             port.protocol = Some("TCP".into());
@@ -131,12 +150,20 @@ mod tests {
         let spec = lb.spec.unwrap();
         assert_eq!(spec.external_traffic_policy.as_deref(), Some("Cluster"));
         assert_eq!(spec.allocate_load_balancer_node_ports, Some(true));
-        assert_eq!(spec.session_affinity_config.unwrap().client_ip.unwrap().timeout_seconds, Some(10800));
+        assert_eq!(
+            spec.session_affinity_config
+                .unwrap()
+                .client_ip
+                .unwrap()
+                .timeout_seconds,
+            Some(10800)
+        );
     }
 
     #[test]
     fn namespace_secret_endpoints_defaults() {
-        let mut ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "team-a"}})).unwrap();
+        let mut ns: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": "team-a"}})).unwrap();
         default_namespace(&mut ns);
         assert_eq!(
             serde_json::to_value(&ns).unwrap(),
@@ -146,9 +173,15 @@ mod tests {
         default_secret(&mut secret);
         assert_eq!(secret.type_.as_deref(), Some("Opaque"));
         let mut ep: Endpoints = serde_json::from_value(json!({"metadata": {"name": "web"},
-            "subsets": [{"addresses": [{"ip": "10.0.0.1"}], "ports": [{"port": 80}]}]})).unwrap();
+            "subsets": [{"addresses": [{"ip": "10.0.0.1"}], "ports": [{"port": 80}]}]}))
+        .unwrap();
         default_endpoints(&mut ep);
-        assert_eq!(ep.subsets.unwrap()[0].ports.as_ref().unwrap()[0].protocol.as_deref(), Some("TCP"));
+        assert_eq!(
+            ep.subsets.unwrap()[0].ports.as_ref().unwrap()[0]
+                .protocol
+                .as_deref(),
+            Some("TCP")
+        );
         let mut meta = ObjectMeta::default();
         default_namespace_field(&mut meta);
         assert_eq!(meta.namespace.as_deref(), Some("default"));

@@ -2,8 +2,8 @@
 //! `SetDefaults_Probe`, `SetDefaults_Volume`, ...).
 
 use k8s_openapi::api::core::v1::{
-    Container, DownwardAPIVolumeFile, EmptyDirVolumeSource, EnvVar, Pod, PodSecurityContext, PodSpec, Probe,
-    ResourceRequirements, Volume,
+    Container, DownwardAPIVolumeFile, EmptyDirVolumeSource, EnvVar, Pod, PodSecurityContext,
+    PodSpec, Probe, ResourceRequirements, Volume,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as ApiQuantity;
 use std::collections::BTreeMap;
@@ -49,10 +49,14 @@ pub fn default_pod(pod: &mut Pod) {
 
 /// Requests not given take the limit's value.
 fn default_requests_to_limits(resources: &mut ResourceRequirements) {
-    let Some(limits) = &resources.limits else { return };
+    let Some(limits) = &resources.limits else {
+        return;
+    };
     let requests = resources.requests.get_or_insert_with(BTreeMap::new);
     for (name, limit) in limits {
-        requests.entry(name.clone()).or_insert_with(|| limit.clone());
+        requests
+            .entry(name.clone())
+            .or_insert_with(|| limit.clone());
     }
 }
 
@@ -71,9 +75,15 @@ pub fn default_pod_spec(spec: &mut PodSpec) {
         default_container(container);
     }
     for container in spec.ephemeral_containers.iter_mut().flatten() {
-        set_if_empty(&mut container.termination_message_path, "/dev/termination-log");
+        set_if_empty(
+            &mut container.termination_message_path,
+            "/dev/termination-log",
+        );
         set_if_empty(&mut container.termination_message_policy, "File");
-        set_if_empty(&mut container.image_pull_policy, &pull_policy_for(container.image.as_deref()));
+        set_if_empty(
+            &mut container.image_pull_policy,
+            &pull_policy_for(container.image.as_deref()),
+        );
     }
 }
 
@@ -97,17 +107,30 @@ pub fn pull_policy_for(image: Option<&str>) -> String {
 }
 
 fn default_container(c: &mut Container) {
-    set_if_empty(&mut c.image_pull_policy, &pull_policy_for(c.image.as_deref()));
+    set_if_empty(
+        &mut c.image_pull_policy,
+        &pull_policy_for(c.image.as_deref()),
+    );
     set_if_empty(&mut c.termination_message_path, "/dev/termination-log");
     set_if_empty(&mut c.termination_message_policy, "File");
     for port in c.ports.iter_mut().flatten() {
         set_if_empty(&mut port.protocol, "TCP");
     }
-    for probe in [&mut c.liveness_probe, &mut c.readiness_probe, &mut c.startup_probe].into_iter().flatten() {
+    for probe in [
+        &mut c.liveness_probe,
+        &mut c.readiness_probe,
+        &mut c.startup_probe,
+    ]
+    .into_iter()
+    .flatten()
+    {
         default_probe(probe);
     }
     if let Some(lifecycle) = c.lifecycle.as_mut() {
-        for handler in [&mut lifecycle.post_start, &mut lifecycle.pre_stop].into_iter().flatten() {
+        for handler in [&mut lifecycle.post_start, &mut lifecycle.pre_stop]
+            .into_iter()
+            .flatten()
+        {
             if let Some(http) = handler.http_get.as_mut() {
                 set_if_empty(&mut http.path, "/");
                 set_if_empty(&mut http.scheme, "HTTP");
@@ -134,7 +157,11 @@ fn canonicalize_resource_list(list: Option<&mut BTreeMap<String, ApiQuantity>>) 
 }
 
 fn default_env_var(var: &mut EnvVar) {
-    if let Some(field_ref) = var.value_from.as_mut().and_then(|from| from.field_ref.as_mut()) {
+    if let Some(field_ref) = var
+        .value_from
+        .as_mut()
+        .and_then(|from| from.field_ref.as_mut())
+    {
         set_if_empty(&mut field_ref.api_version, "v1");
     }
 }
@@ -163,7 +190,11 @@ pub(crate) fn volume_sources(volume: &Volume) -> Vec<String> {
     // Every field of a Volume but `name` is a source; reading the serialized
     // keys covers all of them.
     match serde_json::to_value(volume) {
-        Ok(serde_json::Value::Object(map)) => map.into_iter().map(|(k, _)| k).filter(|k| k != "name").collect(),
+        Ok(serde_json::Value::Object(map)) => map
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| k != "name")
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -295,6 +326,9 @@ mod tests {
         let c = &spec.containers[0];
         assert_eq!(c.image_pull_policy.as_deref(), Some("Never"));
         let port = &c.ports.as_ref().unwrap()[0];
-        assert_eq!((port.protocol.as_deref(), port.host_port), (Some("UDP"), Some(8080)));
+        assert_eq!(
+            (port.protocol.as_deref(), port.host_port),
+            (Some("UDP"), Some(8080))
+        );
     }
 }

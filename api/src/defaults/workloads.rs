@@ -1,8 +1,9 @@
 //! apps/v1 and batch/v1 defaults (`SetDefaults_Deployment`, `_ReplicaSet`, `_DaemonSet`, `_Job`).
 
 use k8s_openapi::api::apps::v1::{
-    DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, Deployment, DeploymentSpec, DeploymentStrategy, ReplicaSet,
-    ReplicaSetSpec, RollingUpdateDaemonSet, RollingUpdateDeployment,
+    DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, Deployment, DeploymentSpec,
+    DeploymentStrategy, ReplicaSet, ReplicaSetSpec, RollingUpdateDaemonSet,
+    RollingUpdateDeployment,
 };
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
@@ -13,7 +14,8 @@ use super::pod::default_pod_spec;
 
 /// Labels Kubernetes puts on a Job's pods and selects them by.
 pub const JOB_NAME_LABELS: [&str; 2] = ["job-name", "batch.kubernetes.io/job-name"];
-pub const JOB_CONTROLLER_UID_LABELS: [&str; 2] = ["controller-uid", "batch.kubernetes.io/controller-uid"];
+pub const JOB_CONTROLLER_UID_LABELS: [&str; 2] =
+    ["controller-uid", "batch.kubernetes.io/controller-uid"];
 
 fn default_template(template: &mut PodTemplateSpec) {
     default_pod_spec(template.spec.get_or_insert_with(Default::default));
@@ -26,14 +28,22 @@ fn is_unset(s: &Option<String>) -> bool {
 pub fn default_deployment(deployment: &mut Deployment) {
     let spec = deployment.spec.get_or_insert_with(DeploymentSpec::default);
     spec.replicas.get_or_insert(1);
-    let strategy = spec.strategy.get_or_insert_with(DeploymentStrategy::default);
+    let strategy = spec
+        .strategy
+        .get_or_insert_with(DeploymentStrategy::default);
     if is_unset(&strategy.type_) {
         strategy.type_ = Some("RollingUpdate".into());
     }
     if strategy.type_.as_deref() == Some("RollingUpdate") {
-        let rolling = strategy.rolling_update.get_or_insert_with(RollingUpdateDeployment::default);
-        rolling.max_unavailable.get_or_insert_with(|| IntOrString::String("25%".into()));
-        rolling.max_surge.get_or_insert_with(|| IntOrString::String("25%".into()));
+        let rolling = strategy
+            .rolling_update
+            .get_or_insert_with(RollingUpdateDeployment::default);
+        rolling
+            .max_unavailable
+            .get_or_insert_with(|| IntOrString::String("25%".into()));
+        rolling
+            .max_surge
+            .get_or_insert_with(|| IntOrString::String("25%".into()));
     }
     spec.revision_history_limit.get_or_insert(10);
     spec.progress_deadline_seconds.get_or_insert(600);
@@ -50,12 +60,16 @@ pub fn default_replica_set(replica_set: &mut ReplicaSet) {
 
 pub fn default_daemon_set(daemon_set: &mut DaemonSet) {
     let spec = daemon_set.spec.get_or_insert_with(DaemonSetSpec::default);
-    let strategy = spec.update_strategy.get_or_insert_with(DaemonSetUpdateStrategy::default);
+    let strategy = spec
+        .update_strategy
+        .get_or_insert_with(DaemonSetUpdateStrategy::default);
     if is_unset(&strategy.type_) {
         strategy.type_ = Some("RollingUpdate".into());
     }
     if strategy.type_.as_deref() == Some("RollingUpdate") {
-        let rolling = strategy.rolling_update.get_or_insert_with(RollingUpdateDaemonSet::default);
+        let rolling = strategy
+            .rolling_update
+            .get_or_insert_with(RollingUpdateDaemonSet::default);
         rolling.max_unavailable.get_or_insert(IntOrString::Int(1));
         rolling.max_surge.get_or_insert(IntOrString::Int(0));
     }
@@ -70,16 +84,30 @@ pub fn default_job(job: &mut Job) {
         spec.completions = Some(1);
     }
     spec.parallelism.get_or_insert(1);
-    let backoff = if spec.backoff_limit_per_index.is_some() { i32::MAX } else { 6 };
+    let backoff = if spec.backoff_limit_per_index.is_some() {
+        i32::MAX
+    } else {
+        6
+    };
     spec.backoff_limit.get_or_insert(backoff);
-    let template_labels = spec.template.metadata.as_ref().and_then(|m| m.labels.clone());
+    let template_labels = spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone());
     if template_labels.is_some() && job.metadata.labels.as_ref().is_none_or(|l| l.is_empty()) {
         job.metadata.labels = template_labels;
     }
-    spec.completion_mode.get_or_insert_with(|| "NonIndexed".into());
+    spec.completion_mode
+        .get_or_insert_with(|| "NonIndexed".into());
     spec.suspend.get_or_insert(false);
-    let replacement = if spec.pod_failure_policy.is_some() { "Failed" } else { "TerminatingOrFailed" };
-    spec.pod_replacement_policy.get_or_insert_with(|| replacement.into());
+    let replacement = if spec.pod_failure_policy.is_some() {
+        "Failed"
+    } else {
+        "TerminatingOrFailed"
+    };
+    spec.pod_replacement_policy
+        .get_or_insert_with(|| replacement.into());
     spec.manual_selector.get_or_insert(false);
     // As in Kubernetes, an unset template restartPolicy becomes Always here, which
     // validation then rejects with "supported values: \"OnFailure\", \"Never\"".
@@ -96,7 +124,12 @@ pub fn generate_job_selector(job: &mut Job) {
     if spec.manual_selector == Some(true) {
         return;
     }
-    let labels = spec.template.metadata.get_or_insert_with(Default::default).labels.get_or_insert_with(Default::default);
+    let labels = spec
+        .template
+        .metadata
+        .get_or_insert_with(Default::default)
+        .labels
+        .get_or_insert_with(Default::default);
     for key in JOB_NAME_LABELS {
         labels.entry(key.into()).or_insert_with(|| name.clone());
     }
@@ -145,14 +178,19 @@ mod tests {
     #[test]
     fn replica_set_and_daemon_set_defaults() {
         let mut rs: ReplicaSet = serde_json::from_value(json!({"metadata": {"name": "web"},
-            "spec": {"selector": {}, "template": {"spec": {"containers": []}}}})).unwrap();
+            "spec": {"selector": {}, "template": {"spec": {"containers": []}}}}))
+        .unwrap();
         default_replica_set(&mut rs);
         assert_eq!(rs.spec.as_ref().unwrap().replicas, Some(1));
         let mut ds: DaemonSet = serde_json::from_value(json!({"metadata": {"name": "agent"},
-            "spec": {"selector": {}, "template": {"spec": {"containers": []}}}})).unwrap();
+            "spec": {"selector": {}, "template": {"spec": {"containers": []}}}}))
+        .unwrap();
         default_daemon_set(&mut ds);
         let spec = serde_json::to_value(ds.spec.unwrap()).unwrap();
-        assert_eq!(spec["updateStrategy"], json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}));
+        assert_eq!(
+            spec["updateStrategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}})
+        );
         assert_eq!(spec["revisionHistoryLimit"], json!(10));
     }
 
@@ -165,10 +203,17 @@ mod tests {
         let value = serde_json::to_value(&job).unwrap();
         let spec = &value["spec"];
         for (field, want) in [
-            ("parallelism", json!(1)), ("completions", json!(1)), ("backoffLimit", json!(6)),
-            ("completionMode", json!("NonIndexed")), ("suspend", json!(false)),
-            ("podReplacementPolicy", json!("TerminatingOrFailed")), ("manualSelector", json!(false)),
-            ("selector", json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "u-1"}})),
+            ("parallelism", json!(1)),
+            ("completions", json!(1)),
+            ("backoffLimit", json!(6)),
+            ("completionMode", json!("NonIndexed")),
+            ("suspend", json!(false)),
+            ("podReplacementPolicy", json!("TerminatingOrFailed")),
+            ("manualSelector", json!(false)),
+            (
+                "selector",
+                json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "u-1"}}),
+            ),
         ] {
             assert_eq!(spec[field], want, "{field}");
         }

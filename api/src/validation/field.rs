@@ -175,8 +175,10 @@ pub fn go_quote(s: &str) -> String {
 
 /// Go's `%#v` of a `map[string]string`, keys sorted as Go prints them.
 pub fn go_string_map(map: &BTreeMap<String, String>) -> String {
-    let entries: Vec<String> =
-        map.iter().map(|(k, v)| format!("{}:{}", go_quote(k), go_quote(v))).collect();
+    let entries: Vec<String> = map
+        .iter()
+        .map(|(k, v)| format!("{}:{}", go_quote(k), go_quote(v)))
+        .collect();
     format!("map[string]string{{{}}}", entries.join(", "))
 }
 
@@ -222,11 +224,21 @@ impl FieldError {
     }
 
     pub fn too_long(path: &Path, max_bytes: usize) -> Self {
-        Self::new(path, ErrorKind::TooLong, BadValue::Omitted, &format!("must have at most {max_bytes} bytes"))
+        Self::new(
+            path,
+            ErrorKind::TooLong,
+            BadValue::Omitted,
+            &format!("must have at most {max_bytes} bytes"),
+        )
     }
 
     fn new(path: &Path, kind: ErrorKind, value: BadValue, detail: &str) -> Self {
-        FieldError { path: path.clone(), kind, value, detail: detail.to_string() }
+        FieldError {
+            path: path.clone(),
+            kind,
+            value,
+            detail: detail.to_string(),
+        }
     }
 
     /// The message without the path, as Kubernetes' `ErrorBody()` (used in `StatusCause.message`).
@@ -321,13 +333,25 @@ mod tests {
     fn aggregates_like_kubernetes() {
         let a = FieldError::required(&Path::new("a"), "");
         let b = FieldError::required(&Path::new("b"), "");
-        assert_eq!(aggregate_message(std::slice::from_ref(&a)), "a: Required value");
-        assert_eq!(aggregate_message(&[a.clone(), b, a]), "[a: Required value, b: Required value]");
+        assert_eq!(
+            aggregate_message(std::slice::from_ref(&a)),
+            "a: Required value"
+        );
+        assert_eq!(
+            aggregate_message(&[a.clone(), b, a]),
+            "[a: Required value, b: Required value]"
+        );
     }
 
     #[test]
     fn formats_maps_as_go() {
-        let map = BTreeMap::from([("b".to_string(), "2".to_string()), ("a".to_string(), "1".to_string())]);
-        assert_eq!(go_string_map(&map), "map[string]string{\"a\":\"1\", \"b\":\"2\"}");
+        let map = BTreeMap::from([
+            ("b".to_string(), "2".to_string()),
+            ("a".to_string(), "1".to_string()),
+        ]);
+        assert_eq!(
+            go_string_map(&map),
+            "map[string]string{\"a\":\"1\", \"b\":\"2\"}"
+        );
     }
 }

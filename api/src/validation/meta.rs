@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, LabelSelectorRequirement, ObjectMeta,
+};
 
 use super::field::{go_quote, go_string_map, BadValue, FieldError, Path};
 use super::names::{self, NameValidator};
@@ -24,16 +26,28 @@ pub enum Scope {
 /// Finalizers that need no domain prefix.
 const STANDARD_FINALIZERS: [&str; 3] = ["kubernetes", "orphan", "foregroundDeletion"];
 
-pub fn validate_object_meta(meta: &ObjectMeta, scope: Scope, name_fn: NameValidator, path: &Path) -> Vec<FieldError> {
+pub fn validate_object_meta(
+    meta: &ObjectMeta,
+    scope: Scope,
+    name_fn: NameValidator,
+    path: &Path,
+) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let generate_name = meta.generate_name.as_deref().unwrap_or("");
     if !generate_name.is_empty() {
         for msg in name_fn(generate_name, true) {
-            errs.push(FieldError::invalid(&path.child("generateName"), generate_name, &msg));
+            errs.push(FieldError::invalid(
+                &path.child("generateName"),
+                generate_name,
+                &msg,
+            ));
         }
     }
     match meta.name.as_deref().unwrap_or("") {
-        "" => errs.push(FieldError::required(&path.child("name"), "name or generateName is required")),
+        "" => errs.push(FieldError::required(
+            &path.child("name"),
+            "name or generateName is required",
+        )),
         name => {
             for msg in name_fn(name, false) {
                 errs.push(FieldError::invalid(&path.child("name"), name, &msg));
@@ -42,29 +56,49 @@ pub fn validate_object_meta(meta: &ObjectMeta, scope: Scope, name_fn: NameValida
     }
     let namespace = meta.namespace.as_deref().unwrap_or("");
     match scope {
-        Scope::Namespaced if namespace.is_empty() => errs.push(FieldError::required(&path.child("namespace"), "")),
+        Scope::Namespaced if namespace.is_empty() => {
+            errs.push(FieldError::required(&path.child("namespace"), ""))
+        }
         Scope::Namespaced => {
             for msg in names::name_is_dns_label(namespace, false) {
-                errs.push(FieldError::invalid(&path.child("namespace"), namespace, &msg));
+                errs.push(FieldError::invalid(
+                    &path.child("namespace"),
+                    namespace,
+                    &msg,
+                ));
             }
         }
-        Scope::Cluster if !namespace.is_empty() => {
-            errs.push(FieldError::forbidden(&path.child("namespace"), "not allowed on this type"))
-        }
+        Scope::Cluster if !namespace.is_empty() => errs.push(FieldError::forbidden(
+            &path.child("namespace"),
+            "not allowed on this type",
+        )),
         Scope::Cluster => {}
     }
     if let Some(generation) = meta.generation {
         errs.extend(validate_nonnegative(generation, &path.child("generation")));
     }
     errs.extend(validate_labels(meta.labels.as_ref(), &path.child("labels")));
-    errs.extend(validate_annotations(meta.annotations.as_ref(), &path.child("annotations")));
-    errs.extend(validate_owner_references(meta, &path.child("ownerReferences")));
-    errs.extend(validate_finalizers(meta.finalizers.as_deref().unwrap_or_default(), &path.child("finalizers")));
+    errs.extend(validate_annotations(
+        meta.annotations.as_ref(),
+        &path.child("annotations"),
+    ));
+    errs.extend(validate_owner_references(
+        meta,
+        &path.child("ownerReferences"),
+    ));
+    errs.extend(validate_finalizers(
+        meta.finalizers.as_deref().unwrap_or_default(),
+        &path.child("finalizers"),
+    ));
     errs
 }
 
 /// Fields that may not change once the object exists.
-pub fn validate_object_meta_update(new: &ObjectMeta, old: &ObjectMeta, path: &Path) -> Vec<FieldError> {
+pub fn validate_object_meta_update(
+    new: &ObjectMeta,
+    old: &ObjectMeta,
+    path: &Path,
+) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let immutable = [
         ("name", &new.name, &old.name),
@@ -72,17 +106,29 @@ pub fn validate_object_meta_update(new: &ObjectMeta, old: &ObjectMeta, path: &Pa
         ("uid", &new.uid, &old.uid),
     ];
     for (field, new_value, old_value) in immutable {
-        errs.extend(validate_immutable_str(new_value.as_deref(), old_value.as_deref(), &path.child(field)));
+        errs.extend(validate_immutable_str(
+            new_value.as_deref(),
+            old_value.as_deref(),
+            &path.child(field),
+        ));
     }
     if new.creation_timestamp != old.creation_timestamp {
         let value = new.creation_timestamp.as_ref().map(|t| t.0.to_string());
-        errs.push(FieldError::invalid(&path.child("creationTimestamp"), value, FIELD_IMMUTABLE_ERROR_MSG));
+        errs.push(FieldError::invalid(
+            &path.child("creationTimestamp"),
+            value,
+            FIELD_IMMUTABLE_ERROR_MSG,
+        ));
     }
     errs
 }
 
 /// "field is immutable" when an optional string changed (unset and empty are the same).
-pub fn validate_immutable_str(new: Option<&str>, old: Option<&str>, path: &Path) -> Vec<FieldError> {
+pub fn validate_immutable_str(
+    new: Option<&str>,
+    old: Option<&str>,
+    path: &Path,
+) -> Vec<FieldError> {
     let (new, old) = (new.unwrap_or(""), old.unwrap_or(""));
     if new == old {
         Vec::new()
@@ -109,7 +155,10 @@ pub fn validate_positive(value: i64, path: &Path) -> Vec<FieldError> {
 
 /// Each message of a string check as an Invalid error at `path`.
 pub fn invalid_each(path: &Path, value: &str, messages: Vec<String>) -> Vec<FieldError> {
-    messages.iter().map(|msg| FieldError::invalid(path, value, msg)).collect()
+    messages
+        .iter()
+        .map(|msg| FieldError::invalid(path, value, msg))
+        .collect()
 }
 
 pub fn validate_label_name(name: &str, path: &Path) -> Vec<FieldError> {
@@ -120,17 +169,28 @@ pub fn validate_labels(labels: Option<&BTreeMap<String, String>>, path: &Path) -
     let mut errs = Vec::new();
     for (key, value) in labels.into_iter().flatten() {
         errs.extend(validate_label_name(key, path));
-        errs.extend(invalid_each(path, value, names::is_valid_label_value(value)));
+        errs.extend(invalid_each(
+            path,
+            value,
+            names::is_valid_label_value(value),
+        ));
     }
     errs
 }
 
-pub fn validate_annotations(annotations: Option<&BTreeMap<String, String>>, path: &Path) -> Vec<FieldError> {
+pub fn validate_annotations(
+    annotations: Option<&BTreeMap<String, String>>,
+    path: &Path,
+) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let mut total = 0;
     for (key, value) in annotations.into_iter().flatten() {
         // Annotation keys are qualified names in any case.
-        errs.extend(invalid_each(path, key, names::is_qualified_name(&key.to_lowercase())));
+        errs.extend(invalid_each(
+            path,
+            key,
+            names::is_qualified_name(&key.to_lowercase()),
+        ));
         total += key.len() + value.len();
     }
     if total > TOTAL_ANNOTATION_SIZE_LIMIT {
@@ -145,16 +205,32 @@ fn validate_owner_references(meta: &ObjectMeta, path: &Path) -> Vec<FieldError> 
     for (i, owner) in refs.iter().enumerate() {
         let p = path.index(i);
         if owner.api_version.is_empty() {
-            errs.push(FieldError::invalid(&p.child("apiVersion"), owner.api_version.as_str(), "version must not be empty"));
+            errs.push(FieldError::invalid(
+                &p.child("apiVersion"),
+                owner.api_version.as_str(),
+                "version must not be empty",
+            ));
         }
         if owner.kind.is_empty() {
-            errs.push(FieldError::invalid(&p.child("kind"), owner.kind.as_str(), "must not be empty"));
+            errs.push(FieldError::invalid(
+                &p.child("kind"),
+                owner.kind.as_str(),
+                "must not be empty",
+            ));
         }
         if owner.name.is_empty() {
-            errs.push(FieldError::invalid(&p.child("name"), owner.name.as_str(), "must not be empty"));
+            errs.push(FieldError::invalid(
+                &p.child("name"),
+                owner.name.as_str(),
+                "must not be empty",
+            ));
         }
         if owner.uid.is_empty() {
-            errs.push(FieldError::invalid(&p.child("uid"), owner.uid.as_str(), "must not be empty"));
+            errs.push(FieldError::invalid(
+                &p.child("uid"),
+                owner.uid.as_str(),
+                "must not be empty",
+            ));
         }
     }
     let controllers: Vec<String> = refs
@@ -197,7 +273,10 @@ const SELECTOR_OPERATORS: [&str; 4] = ["In", "NotIn", "Exists", "DoesNotExist"];
 pub fn validate_label_selector(selector: &LabelSelector, path: &Path) -> Vec<FieldError> {
     let mut errs = validate_labels(selector.match_labels.as_ref(), &path.child("matchLabels"));
     for (i, req) in selector.match_expressions.iter().flatten().enumerate() {
-        errs.extend(validate_selector_requirement(req, &path.child("matchExpressions").index(i)));
+        errs.extend(validate_selector_requirement(
+            req,
+            &path.child("matchExpressions").index(i),
+        ));
     }
     errs
 }
@@ -215,11 +294,19 @@ fn validate_selector_requirement(req: &LabelSelectorRequirement, path: &Path) ->
             "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
         )),
         op if SELECTOR_OPERATORS.contains(&op) => {}
-        op => errs.push(FieldError::invalid(&path.child("operator"), op, "not a valid selector operator")),
+        op => errs.push(FieldError::invalid(
+            &path.child("operator"),
+            op,
+            "not a valid selector operator",
+        )),
     }
     errs.extend(validate_label_name(&req.key, &path.child("key")));
     for (i, value) in values.iter().enumerate() {
-        errs.extend(invalid_each(&path.child("values").index(i), value, names::is_valid_label_value(value)));
+        errs.extend(invalid_each(
+            &path.child("values").index(i),
+            value,
+            names::is_valid_label_value(value),
+        ));
     }
     errs
 }
@@ -238,7 +325,10 @@ pub fn go_label_selector(selector: &LabelSelector) -> String {
                 .map(|r| {
                     let values = match &r.values {
                         None => "[]string(nil)".to_string(),
-                        Some(v) => format!("[]string{{{}}}", v.iter().map(|s| go_quote(s)).collect::<Vec<_>>().join(", ")),
+                        Some(v) => format!(
+                            "[]string{{{}}}",
+                            v.iter().map(|s| go_quote(s)).collect::<Vec<_>>().join(", ")
+                        ),
                     };
                     format!(
                         "v1.LabelSelectorRequirement{{Key:{}, Operator:{}, Values:{values}}}",
@@ -258,7 +348,11 @@ mod tests {
     use super::*;
 
     fn meta(name: &str, namespace: Option<&str>) -> ObjectMeta {
-        ObjectMeta { name: Some(name.into()), namespace: namespace.map(Into::into), ..Default::default() }
+        ObjectMeta {
+            name: Some(name.into()),
+            namespace: namespace.map(Into::into),
+            ..Default::default()
+        }
     }
 
     fn messages(errs: Vec<FieldError>) -> Vec<String> {
@@ -268,17 +362,33 @@ mod tests {
     #[test]
     fn object_meta() {
         let root = Path::new("metadata");
-        let v = |m: &ObjectMeta, scope| messages(validate_object_meta(m, scope, names::name_is_dns_subdomain, &root));
+        let v = |m: &ObjectMeta, scope| {
+            messages(validate_object_meta(
+                m,
+                scope,
+                names::name_is_dns_subdomain,
+                &root,
+            ))
+        };
         assert!(v(&meta("web", Some("default")), Scope::Namespaced).is_empty());
         assert_eq!(
             v(&meta("Foo", Some("default")), Scope::Namespaced),
             vec!["metadata.name: Invalid value: \"Foo\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"]
         );
         assert_eq!(
-            v(&ObjectMeta { namespace: Some("default".into()), ..Default::default() }, Scope::Namespaced),
+            v(
+                &ObjectMeta {
+                    namespace: Some("default".into()),
+                    ..Default::default()
+                },
+                Scope::Namespaced
+            ),
             vec!["metadata.name: Required value: name or generateName is required"]
         );
-        assert_eq!(v(&meta("web", None), Scope::Namespaced), vec!["metadata.namespace: Required value"]);
+        assert_eq!(
+            v(&meta("web", None), Scope::Namespaced),
+            vec!["metadata.namespace: Required value"]
+        );
         assert_eq!(
             v(&meta("web", Some("x")), Scope::Cluster),
             vec!["metadata.namespace: Forbidden: not allowed on this type"]
@@ -290,21 +400,40 @@ mod tests {
             ..Default::default()
         };
         assert!(v(&generated, Scope::Namespaced).is_empty());
-        let bad_generate = ObjectMeta { generate_name: Some("Web-".into()), ..generated };
-        assert!(v(&bad_generate, Scope::Namespaced)[0].starts_with("metadata.generateName: Invalid value: \"Web-\""));
+        let bad_generate = ObjectMeta {
+            generate_name: Some("Web-".into()),
+            ..generated
+        };
+        assert!(v(&bad_generate, Scope::Namespaced)[0]
+            .starts_with("metadata.generateName: Invalid value: \"Web-\""));
     }
 
     #[test]
     fn labels_and_annotations() {
         let mut m = meta("web", Some("default"));
-        m.labels = Some(BTreeMap::from([("-bad".into(), "ok".into()), ("good".into(), "-bad".into())]));
-        let errs = messages(validate_object_meta(&m, Scope::Namespaced, names::name_is_dns_subdomain, &Path::new("metadata")));
+        m.labels = Some(BTreeMap::from([
+            ("-bad".into(), "ok".into()),
+            ("good".into(), "-bad".into()),
+        ]));
+        let errs = messages(validate_object_meta(
+            &m,
+            Scope::Namespaced,
+            names::name_is_dns_subdomain,
+            &Path::new("metadata"),
+        ));
         assert_eq!(errs.len(), 2);
-        assert!(errs[0].starts_with("metadata.labels: Invalid value: \"-bad\": name part must consist"));
-        assert!(errs[1].starts_with("metadata.labels: Invalid value: \"-bad\": a valid label must be"));
+        assert!(
+            errs[0].starts_with("metadata.labels: Invalid value: \"-bad\": name part must consist")
+        );
+        assert!(
+            errs[1].starts_with("metadata.labels: Invalid value: \"-bad\": a valid label must be")
+        );
         let big = BTreeMap::from([("a".to_string(), "x".repeat(TOTAL_ANNOTATION_SIZE_LIMIT))]);
         assert_eq!(
-            messages(validate_annotations(Some(&big), &Path::new("metadata").child("annotations"))),
+            messages(validate_annotations(
+                Some(&big),
+                &Path::new("metadata").child("annotations")
+            )),
             vec!["metadata.annotations: Too long: must have at most 262144 bytes"]
         );
         let upper = BTreeMap::from([("Example.com/Key".to_string(), "x".to_string())]);
@@ -316,7 +445,11 @@ mod tests {
         let old = meta("web", Some("default"));
         let renamed = meta("web2", Some("default"));
         assert_eq!(
-            messages(validate_object_meta_update(&renamed, &old, &Path::new("metadata"))),
+            messages(validate_object_meta_update(
+                &renamed,
+                &old,
+                &Path::new("metadata")
+            )),
             vec!["metadata.name: Invalid value: \"web2\": field is immutable"]
         );
     }
@@ -326,9 +459,21 @@ mod tests {
         let selector = LabelSelector {
             match_labels: Some(BTreeMap::from([("app".into(), "web".into())])),
             match_expressions: Some(vec![
-                LabelSelectorRequirement { key: "tier".into(), operator: "In".into(), values: None },
-                LabelSelectorRequirement { key: "x".into(), operator: "Exists".into(), values: Some(vec!["a".into()]) },
-                LabelSelectorRequirement { key: "y".into(), operator: "Near".into(), values: None },
+                LabelSelectorRequirement {
+                    key: "tier".into(),
+                    operator: "In".into(),
+                    values: None,
+                },
+                LabelSelectorRequirement {
+                    key: "x".into(),
+                    operator: "Exists".into(),
+                    values: Some(vec!["a".into()]),
+                },
+                LabelSelectorRequirement {
+                    key: "y".into(),
+                    operator: "Near".into(),
+                    values: None,
+                },
             ]),
         };
         assert_eq!(
@@ -339,7 +484,10 @@ mod tests {
                 "spec.selector.matchExpressions[2].operator: Invalid value: \"Near\": not a valid selector operator",
             ]
         );
-        let simple = LabelSelector { match_labels: Some(BTreeMap::from([("app".into(), "web".into())])), match_expressions: None };
+        let simple = LabelSelector {
+            match_labels: Some(BTreeMap::from([("app".into(), "web".into())])),
+            match_expressions: None,
+        };
         assert_eq!(
             go_label_selector(&simple),
             "v1.LabelSelector{MatchLabels:map[string]string{\"app\":\"web\"}, MatchExpressions:[]v1.LabelSelectorRequirement(nil)}"

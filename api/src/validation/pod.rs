@@ -4,8 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, ContainerPort, EnvVar, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, Toleration, TopologySpreadConstraint, Volume, VolumeMount,
+    Affinity, Container, ContainerPort, EnvVar, NodeSelectorRequirement, NodeSelectorTerm, Pod,
+    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Toleration, TopologySpreadConstraint,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as ApiQuantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -56,8 +57,14 @@ pub fn validate_pod_template_spec(template: &PodTemplateSpec, path: &Path) -> Ve
     let mut errs = Vec::new();
     if let Some(m) = &template.metadata {
         // Kubernetes reports template labels at `<path>.labels`, without `metadata`.
-        errs.extend(meta::validate_labels(m.labels.as_ref(), &path.child("labels")));
-        errs.extend(meta::validate_annotations(m.annotations.as_ref(), &path.child("annotations")));
+        errs.extend(meta::validate_labels(
+            m.labels.as_ref(),
+            &path.child("labels"),
+        ));
+        errs.extend(meta::validate_annotations(
+            m.annotations.as_ref(),
+            &path.child("annotations"),
+        ));
     }
     match &template.spec {
         Some(spec) => errs.extend(validate_pod_spec(spec, &path.child("spec"))),
@@ -77,7 +84,10 @@ pub fn validate_pod_spec(spec: &PodSpec, path: &Path) -> Vec<FieldError> {
     }
     let mut container_names = BTreeSet::new();
     let init_containers = spec.init_containers.as_deref().unwrap_or_default();
-    let groups = [(&spec.containers[..], "containers", false), (init_containers, "initContainers", true)];
+    let groups = [
+        (&spec.containers[..], "containers", false),
+        (init_containers, "initContainers", true),
+    ];
     for (containers, field, init) in groups {
         for (i, c) in containers.iter().enumerate() {
             let p = path.child(field).index(i);
@@ -89,26 +99,51 @@ pub fn validate_pod_spec(spec: &PodSpec, path: &Path) -> Vec<FieldError> {
     }
 
     if spec.host_network == Some(true) {
-        errs.extend(validate_host_network(&spec.containers, &path.child("containers")));
+        errs.extend(validate_host_network(
+            &spec.containers,
+            &path.child("containers"),
+        ));
     }
-    errs.extend(validate_enum(spec.restart_policy.as_deref(), &RESTART_POLICIES, &path.child("restartPolicy")));
-    errs.extend(validate_enum(spec.dns_policy.as_deref(), &DNS_POLICIES, &path.child("dnsPolicy")));
+    errs.extend(validate_enum(
+        spec.restart_policy.as_deref(),
+        &RESTART_POLICIES,
+        &path.child("restartPolicy"),
+    ));
+    errs.extend(validate_enum(
+        spec.dns_policy.as_deref(),
+        &DNS_POLICIES,
+        &path.child("dnsPolicy"),
+    ));
     if spec.dns_policy.as_deref() == Some("None") && spec.dns_config.is_none() {
-        errs.push(FieldError::required(&path.child("dnsConfig"), "must provide `dnsConfig` when `dnsPolicy` is None"));
+        errs.push(FieldError::required(
+            &path.child("dnsConfig"),
+            "must provide `dnsConfig` when `dnsPolicy` is None",
+        ));
     }
-    errs.extend(meta::validate_labels(spec.node_selector.as_ref(), &path.child("nodeSelector")));
+    errs.extend(meta::validate_labels(
+        spec.node_selector.as_ref(),
+        &path.child("nodeSelector"),
+    ));
     let dns_subdomain_fields = [
         ("serviceAccountName", &spec.service_account_name),
         ("nodeName", &spec.node_name),
     ];
     for (field, value) in dns_subdomain_fields {
         if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
-            errs.extend(invalid_each(&path.child(field), value, names::is_dns1123_subdomain(value)));
+            errs.extend(invalid_each(
+                &path.child(field),
+                value,
+                names::is_dns1123_subdomain(value),
+            ));
         }
     }
     for (field, value) in [("hostname", &spec.hostname), ("subdomain", &spec.subdomain)] {
         if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
-            errs.extend(invalid_each(&path.child(field), value, names::is_dns1123_label(value)));
+            errs.extend(invalid_each(
+                &path.child(field),
+                value,
+                names::is_dns1123_label(value),
+            ));
         }
     }
     if let Some(seconds) = spec.active_deadline_seconds {
@@ -123,33 +158,55 @@ pub fn validate_pod_spec(spec: &PodSpec, path: &Path) -> Vec<FieldError> {
     if let Some(affinity) = &spec.affinity {
         errs.extend(validate_affinity(affinity, &path.child("affinity")));
     }
-    errs.extend(validate_tolerations(spec.tolerations.as_deref().unwrap_or_default(), &path.child("tolerations")));
+    errs.extend(validate_tolerations(
+        spec.tolerations.as_deref().unwrap_or_default(),
+        &path.child("tolerations"),
+    ));
     errs.extend(validate_topology_spread(
-        spec.topology_spread_constraints.as_deref().unwrap_or_default(),
+        spec.topology_spread_constraints
+            .as_deref()
+            .unwrap_or_default(),
         &path.child("topologySpreadConstraints"),
     ));
     errs
 }
 
-fn validate_topology_spread(constraints: &[TopologySpreadConstraint], path: &Path) -> Vec<FieldError> {
+fn validate_topology_spread(
+    constraints: &[TopologySpreadConstraint],
+    path: &Path,
+) -> Vec<FieldError> {
     let mut errs = Vec::new();
     for (i, c) in constraints.iter().enumerate() {
         let p = path.index(i);
         if c.max_skew <= 0 {
-            errs.push(FieldError::invalid(&p.child("maxSkew"), c.max_skew, "must be greater than zero"));
+            errs.push(FieldError::invalid(
+                &p.child("maxSkew"),
+                c.max_skew,
+                "must be greater than zero",
+            ));
         }
         if c.topology_key.is_empty() {
-            errs.push(FieldError::required(&p.child("topologyKey"), "can not be empty"));
+            errs.push(FieldError::required(
+                &p.child("topologyKey"),
+                "can not be empty",
+            ));
         } else {
-            errs.extend(meta::validate_label_name(&c.topology_key, &p.child("topologyKey")));
+            errs.extend(meta::validate_label_name(
+                &c.topology_key,
+                &p.child("topologyKey"),
+            ));
         }
         let action = c.when_unsatisfiable.as_str();
         if !matches!(action, "DoNotSchedule" | "ScheduleAnyway") {
-            errs.push(FieldError::not_supported(&p.child("whenUnsatisfiable"), action, &["DoNotSchedule", "ScheduleAnyway"]));
+            errs.push(FieldError::not_supported(
+                &p.child("whenUnsatisfiable"),
+                action,
+                &["DoNotSchedule", "ScheduleAnyway"],
+            ));
         }
-        let repeated = constraints[i + 1..]
-            .iter()
-            .any(|other| other.topology_key == c.topology_key && other.when_unsatisfiable == c.when_unsatisfiable);
+        let repeated = constraints[i + 1..].iter().any(|other| {
+            other.topology_key == c.topology_key && other.when_unsatisfiable == c.when_unsatisfiable
+        });
         if repeated {
             errs.push(FieldError::duplicate(
                 &p.child("{topologyKey, whenUnsatisfiable}"),
@@ -159,18 +216,27 @@ fn validate_topology_spread(constraints: &[TopologySpreadConstraint], path: &Pat
         if let Some(min_domains) = c.min_domains {
             let mp = p.child("minDomains");
             if min_domains <= 0 {
-                errs.push(FieldError::invalid(&mp, min_domains, "must be greater than 0"));
+                errs.push(FieldError::invalid(
+                    &mp,
+                    min_domains,
+                    "must be greater than 0",
+                ));
             }
             if action != "DoNotSchedule" {
                 errs.push(FieldError::invalid(
                     &mp,
                     min_domains,
-                    &format!("can only use minDomains if whenUnsatisfiable=DoNotSchedule, not {action}"),
+                    &format!(
+                        "can only use minDomains if whenUnsatisfiable=DoNotSchedule, not {action}"
+                    ),
                 ));
             }
         }
         if let Some(selector) = &c.label_selector {
-            errs.extend(meta::validate_label_selector(selector, &p.child("labelSelector")));
+            errs.extend(meta::validate_label_selector(
+                selector,
+                &p.child("labelSelector"),
+            ));
         }
     }
     errs
@@ -195,7 +261,11 @@ fn validate_volumes(volumes: &[Volume], path: &Path) -> Vec<FieldError> {
         if volume.name.is_empty() {
             errs.push(FieldError::required(&name_path, ""));
         } else {
-            errs.extend(invalid_each(&name_path, &volume.name, names::is_dns1123_label(&volume.name)));
+            errs.extend(invalid_each(
+                &name_path,
+                &volume.name,
+                names::is_dns1123_label(&volume.name),
+            ));
         }
         if !seen.insert(volume.name.as_str()) {
             errs.push(FieldError::duplicate(&name_path, volume.name.as_str()));
@@ -212,13 +282,20 @@ fn validate_volume_source(volume: &Volume, path: &Path) -> Vec<FieldError> {
         [_] => {}
         [_, extra @ ..] => {
             for source in extra {
-                errs.push(FieldError::forbidden(&path.child(source), "may not specify more than 1 volume type"));
+                errs.push(FieldError::forbidden(
+                    &path.child(source),
+                    "may not specify more than 1 volume type",
+                ));
             }
         }
     }
     let mut check_mode = |mode: Option<i32>, p: Path| {
         if let Some(mode) = mode.filter(|m| !(0..=0o777).contains(m)) {
-            errs.push(FieldError::invalid(&p.child("defaultMode"), mode, FILE_MODE_ERROR));
+            errs.push(FieldError::invalid(
+                &p.child("defaultMode"),
+                mode,
+                FILE_MODE_ERROR,
+            ));
         }
     };
     if let Some(cm) = &volume.config_map {
@@ -235,40 +312,71 @@ fn validate_volume_source(volume: &Volume, path: &Path) -> Vec<FieldError> {
     }
     if let Some(cm) = &volume.config_map {
         if cm.name.is_empty() {
-            errs.push(FieldError::required(&path.child("configMap").child("name"), ""));
+            errs.push(FieldError::required(
+                &path.child("configMap").child("name"),
+                "",
+            ));
         }
     }
     if let Some(secret) = &volume.secret {
         if secret.secret_name.as_deref().unwrap_or("").is_empty() {
-            errs.push(FieldError::required(&path.child("secret").child("secretName"), ""));
+            errs.push(FieldError::required(
+                &path.child("secret").child("secretName"),
+                "",
+            ));
         }
     }
     if let Some(host_path) = &volume.host_path {
         if host_path.path.is_empty() {
-            errs.push(FieldError::required(&path.child("hostPath").child("path"), ""));
+            errs.push(FieldError::required(
+                &path.child("hostPath").child("path"),
+                "",
+            ));
         }
     }
     if let Some(claim) = &volume.persistent_volume_claim {
         if claim.claim_name.is_empty() {
-            errs.push(FieldError::required(&path.child("persistentVolumeClaim").child("claimName"), ""));
+            errs.push(FieldError::required(
+                &path.child("persistentVolumeClaim").child("claimName"),
+                "",
+            ));
         }
     }
     errs
 }
 
-fn validate_container(c: &Container, volumes: &BTreeSet<&str>, init: bool, path: &Path) -> Vec<FieldError> {
+fn validate_container(
+    c: &Container,
+    volumes: &BTreeSet<&str>,
+    init: bool,
+    path: &Path,
+) -> Vec<FieldError> {
     let mut errs = Vec::new();
     if c.name.is_empty() {
         errs.push(FieldError::required(&path.child("name"), ""));
     } else {
-        errs.extend(invalid_each(&path.child("name"), &c.name, names::is_dns1123_label(&c.name)));
+        errs.extend(invalid_each(
+            &path.child("name"),
+            &c.name,
+            names::is_dns1123_label(&c.name),
+        ));
     }
     if c.image.as_deref().unwrap_or("").is_empty() {
         errs.push(FieldError::required(&path.child("image"), ""));
     }
-    errs.extend(validate_container_ports(c.ports.as_deref().unwrap_or_default(), &path.child("ports")));
-    errs.extend(validate_env(c.env.as_deref().unwrap_or_default(), &path.child("env")));
-    errs.extend(validate_volume_mounts(c.volume_mounts.as_deref().unwrap_or_default(), volumes, &path.child("volumeMounts")));
+    errs.extend(validate_container_ports(
+        c.ports.as_deref().unwrap_or_default(),
+        &path.child("ports"),
+    ));
+    errs.extend(validate_env(
+        c.env.as_deref().unwrap_or_default(),
+        &path.child("env"),
+    ));
+    errs.extend(validate_volume_mounts(
+        c.volume_mounts.as_deref().unwrap_or_default(),
+        volumes,
+        &path.child("volumeMounts"),
+    ));
     if let Some(resources) = &c.resources {
         errs.extend(validate_resources(resources, &path.child("resources")));
     }
@@ -282,12 +390,19 @@ fn validate_container(c: &Container, volumes: &BTreeSet<&str>, init: bool, path:
         let Some(probe) = probe else { continue };
         let p = path.child(field);
         if init && !restartable_init {
-            errs.push(FieldError::forbidden(&p, "may not be set for init containers without restartPolicy=Always"));
+            errs.push(FieldError::forbidden(
+                &p,
+                "may not be set for init containers without restartPolicy=Always",
+            ));
             continue;
         }
         errs.extend(validate_probe(probe, success_must_be_one, &p));
     }
-    errs.extend(validate_enum(c.image_pull_policy.as_deref(), &PULL_POLICIES, &path.child("imagePullPolicy")));
+    errs.extend(validate_enum(
+        c.image_pull_policy.as_deref(),
+        &PULL_POLICIES,
+        &path.child("imagePullPolicy"),
+    ));
     errs.extend(validate_enum(
         c.termination_message_policy.as_deref(),
         &TERMINATION_MESSAGE_POLICIES,
@@ -313,7 +428,11 @@ fn validate_container_ports(ports: &[ContainerPort], path: &Path) -> Vec<FieldEr
             errs.push(FieldError::required(&p.child("containerPort"), ""));
         } else {
             for msg in names::is_valid_port_num(port.container_port.into()) {
-                errs.push(FieldError::invalid(&p.child("containerPort"), port.container_port, &msg));
+                errs.push(FieldError::invalid(
+                    &p.child("containerPort"),
+                    port.container_port,
+                    &msg,
+                ));
             }
         }
         if let Some(host_port) = port.host_port.filter(|&h| h != 0) {
@@ -321,7 +440,10 @@ fn validate_container_ports(ports: &[ContainerPort], path: &Path) -> Vec<FieldEr
                 errs.push(FieldError::invalid(&p.child("hostPort"), host_port, &msg));
             }
         }
-        errs.extend(validate_protocol(port.protocol.as_deref(), &p.child("protocol")));
+        errs.extend(validate_protocol(
+            port.protocol.as_deref(),
+            &p.child("protocol"),
+        ));
     }
     errs
 }
@@ -354,9 +476,15 @@ fn validate_env(vars: &[EnvVar], path: &Path) -> Vec<FieldError> {
         if var.name.is_empty() {
             errs.push(FieldError::required(&p.child("name"), ""));
         } else {
-            errs.extend(invalid_each(&p.child("name"), &var.name, names::is_env_var_name(&var.name)));
+            errs.extend(invalid_each(
+                &p.child("name"),
+                &var.name,
+                names::is_env_var_name(&var.name),
+            ));
         }
-        let Some(from) = &var.value_from else { continue };
+        let Some(from) = &var.value_from else {
+            continue;
+        };
         let from_path = p.child("valueFrom");
         let sources = [
             from.field_ref.is_some(),
@@ -372,16 +500,34 @@ fn validate_env(vars: &[EnvVar], path: &Path) -> Vec<FieldError> {
                 "must specify one of: `fieldRef`, `resourceFieldRef`, `configMapKeyRef` or `secretKeyRef`",
             ));
         } else if !var.value.as_deref().unwrap_or("").is_empty() {
-            errs.push(FieldError::invalid(&from_path, "", "may not be specified when `value` is not empty"));
+            errs.push(FieldError::invalid(
+                &from_path,
+                "",
+                "may not be specified when `value` is not empty",
+            ));
         } else if count > 1 {
-            errs.push(FieldError::invalid(&from_path, "", "may not have more than one field specified at a time"));
+            errs.push(FieldError::invalid(
+                &from_path,
+                "",
+                "may not have more than one field specified at a time",
+            ));
         }
         if let Some(field_ref) = &from.field_ref {
-            errs.extend(validate_field_ref(&field_ref.field_path, field_ref.api_version.as_deref(), &from_path.child("fieldRef")));
+            errs.extend(validate_field_ref(
+                &field_ref.field_path,
+                field_ref.api_version.as_deref(),
+                &from_path.child("fieldRef"),
+            ));
         }
         let key_refs = [
-            ("configMapKeyRef", from.config_map_key_ref.as_ref().map(|r| (&r.name, &r.key))),
-            ("secretKeyRef", from.secret_key_ref.as_ref().map(|r| (&r.name, &r.key))),
+            (
+                "configMapKeyRef",
+                from.config_map_key_ref.as_ref().map(|r| (&r.name, &r.key)),
+            ),
+            (
+                "secretKeyRef",
+                from.secret_key_ref.as_ref().map(|r| (&r.name, &r.key)),
+            ),
         ];
         for (field, key_ref) in key_refs {
             let Some((name, key)) = key_ref else { continue };
@@ -392,7 +538,11 @@ fn validate_env(vars: &[EnvVar], path: &Path) -> Vec<FieldError> {
             if key.is_empty() {
                 errs.push(FieldError::required(&p.child("key"), ""));
             } else {
-                errs.extend(invalid_each(&p.child("key"), key, names::is_config_map_key(key)));
+                errs.extend(invalid_each(
+                    &p.child("key"),
+                    key,
+                    names::is_config_map_key(key),
+                ));
             }
         }
     }
@@ -405,21 +555,35 @@ fn validate_field_ref(field_path: &str, api_version: Option<&str>, path: &Path) 
     if api_version.unwrap_or("").is_empty() {
         errs.push(FieldError::required(&path.child("apiVersion"), ""));
     }
-    let subscripted = field_path.strip_suffix("']").and_then(|p| p.split_once("['"));
+    let subscripted = field_path
+        .strip_suffix("']")
+        .and_then(|p| p.split_once("['"));
     match subscripted {
         _ if field_path.is_empty() => errs.push(FieldError::required(&path.child("fieldPath"), "")),
         Some(("metadata.labels", key)) => errs.extend(meta::validate_label_name(key, path)),
-        Some(("metadata.annotations", key)) => errs.extend(meta::validate_label_name(&key.to_lowercase(), path)),
-        Some((other, _)) => errs.push(FieldError::invalid(path, other, "does not support subscript")),
-        None if !FIELD_REF_PATHS.contains(&field_path) => {
-            errs.push(FieldError::not_supported(&path.child("fieldPath"), field_path, &FIELD_REF_PATHS))
+        Some(("metadata.annotations", key)) => {
+            errs.extend(meta::validate_label_name(&key.to_lowercase(), path))
         }
+        Some((other, _)) => errs.push(FieldError::invalid(
+            path,
+            other,
+            "does not support subscript",
+        )),
+        None if !FIELD_REF_PATHS.contains(&field_path) => errs.push(FieldError::not_supported(
+            &path.child("fieldPath"),
+            field_path,
+            &FIELD_REF_PATHS,
+        )),
         None => {}
     }
     errs
 }
 
-fn validate_volume_mounts(mounts: &[VolumeMount], volumes: &BTreeSet<&str>, path: &Path) -> Vec<FieldError> {
+fn validate_volume_mounts(
+    mounts: &[VolumeMount],
+    volumes: &BTreeSet<&str>,
+    path: &Path,
+) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let mut mount_points = BTreeSet::new();
     for (i, mount) in mounts.iter().enumerate() {
@@ -434,7 +598,11 @@ fn validate_volume_mounts(mounts: &[VolumeMount], volumes: &BTreeSet<&str>, path
             errs.push(FieldError::required(&p.child("mountPath"), ""));
         }
         if !mount_points.insert(mount.mount_path.as_str()) {
-            errs.push(FieldError::invalid(&p.child("mountPath"), mount.mount_path.as_str(), "must be unique"));
+            errs.push(FieldError::invalid(
+                &p.child("mountPath"),
+                mount.mount_path.as_str(),
+                "must be unique",
+            ));
         }
     }
     errs
@@ -454,12 +622,20 @@ fn check_resource_list(
     for (name, quantity) in list.into_iter().flatten() {
         let p = path.key(name);
         if !name.contains('/') && !is_standard_container_resource(name) {
-            errs.push(FieldError::invalid(&p, name.as_str(), "must be a standard resource for containers"));
+            errs.push(FieldError::invalid(
+                &p,
+                name.as_str(),
+                "must be a standard resource for containers",
+            ));
         } else if name.contains('/') {
             errs.extend(meta::validate_label_name(name, &p));
         }
         match Quantity::try_from(quantity) {
-            Ok(q) if q.is_negative() => errs.push(FieldError::invalid(&p, q.to_string(), meta::IS_NEGATIVE_ERROR_MSG)),
+            Ok(q) if q.is_negative() => errs.push(FieldError::invalid(
+                &p,
+                q.to_string(),
+                meta::IS_NEGATIVE_ERROR_MSG,
+            )),
             Ok(q) => {
                 parsed.insert(name.clone(), q);
             }
@@ -495,13 +671,20 @@ fn validate_probe(probe: &Probe, success_must_be_one: bool, path: &Path) -> Vec<
         ("tcpSocket", probe.tcp_socket.is_some()),
         ("grpc", probe.grpc.is_some()),
     ];
-    let present: Vec<&str> = handlers.iter().filter(|(_, set)| *set).map(|(name, _)| *name).collect();
+    let present: Vec<&str> = handlers
+        .iter()
+        .filter(|(_, set)| *set)
+        .map(|(name, _)| *name)
+        .collect();
     match present.as_slice() {
         [] => errs.push(FieldError::required(path, "must specify a handler type")),
         [_] => {}
         [_, extra @ ..] => {
             for name in extra {
-                errs.push(FieldError::forbidden(&path.child(name), "may not specify more than 1 handler type"));
+                errs.push(FieldError::forbidden(
+                    &path.child(name),
+                    "may not specify more than 1 handler type",
+                ));
             }
         }
     }
@@ -513,16 +696,26 @@ fn validate_probe(probe: &Probe, success_must_be_one: bool, path: &Path) -> Vec<
         ("failureThreshold", probe.failure_threshold),
     ];
     for (field, value) in numbers {
-        errs.extend(validate_nonnegative(value.unwrap_or(0).into(), &path.child(field)));
+        errs.extend(validate_nonnegative(
+            value.unwrap_or(0).into(),
+            &path.child(field),
+        ));
     }
     if success_must_be_one {
         if let Some(v) = probe.success_threshold.filter(|&v| v != 1) {
-            errs.push(FieldError::invalid(&path.child("successThreshold"), v, "must be 1"));
+            errs.push(FieldError::invalid(
+                &path.child("successThreshold"),
+                v,
+                "must be 1",
+            ));
         }
     }
     if let Some(exec) = &probe.exec {
         if exec.command.as_deref().unwrap_or_default().is_empty() {
-            errs.push(FieldError::required(&path.child("exec").child("command"), ""));
+            errs.push(FieldError::required(
+                &path.child("exec").child("command"),
+                "",
+            ));
         }
     }
     if let Some(http) = &probe.http_get {
@@ -531,16 +724,31 @@ fn validate_probe(probe: &Probe, success_must_be_one: bool, path: &Path) -> Vec<
             errs.push(FieldError::required(&p.child("path"), ""));
         }
         errs.extend(validate_port_num_or_name(&http.port, &p.child("port")));
-        if let Some(scheme) = http.scheme.as_deref().filter(|s| !matches!(*s, "HTTP" | "HTTPS")) {
-            errs.push(FieldError::not_supported(&p.child("scheme"), scheme, &["HTTP", "HTTPS"]));
+        if let Some(scheme) = http
+            .scheme
+            .as_deref()
+            .filter(|s| !matches!(*s, "HTTP" | "HTTPS"))
+        {
+            errs.push(FieldError::not_supported(
+                &p.child("scheme"),
+                scheme,
+                &["HTTP", "HTTPS"],
+            ));
         }
     }
     if let Some(tcp) = &probe.tcp_socket {
-        errs.extend(validate_port_num_or_name(&tcp.port, &path.child("tcpSocket").child("port")));
+        errs.extend(validate_port_num_or_name(
+            &tcp.port,
+            &path.child("tcpSocket").child("port"),
+        ));
     }
     if let Some(grpc) = &probe.grpc {
         for msg in names::is_valid_port_num(grpc.port.into()) {
-            errs.push(FieldError::invalid(&path.child("grpc").child("port"), grpc.port, &msg));
+            errs.push(FieldError::invalid(
+                &path.child("grpc").child("port"),
+                grpc.port,
+                &msg,
+            ));
         }
     }
     errs
@@ -562,49 +770,103 @@ fn validate_affinity(affinity: &Affinity, path: &Path) -> Vec<FieldError> {
     if let Some(node) = &affinity.node_affinity {
         let p = path.child("nodeAffinity");
         if let Some(required) = &node.required_during_scheduling_ignored_during_execution {
-            let rp = p.child("requiredDuringSchedulingIgnoredDuringExecution").child("nodeSelectorTerms");
+            let rp = p
+                .child("requiredDuringSchedulingIgnoredDuringExecution")
+                .child("nodeSelectorTerms");
             if required.node_selector_terms.is_empty() {
-                errs.push(FieldError::required(&rp, "must have at least one node selector term"));
+                errs.push(FieldError::required(
+                    &rp,
+                    "must have at least one node selector term",
+                ));
             }
             for (i, term) in required.node_selector_terms.iter().enumerate() {
                 errs.extend(validate_node_selector_term(term, &rp.index(i)));
             }
         }
-        let preferred = node.preferred_during_scheduling_ignored_during_execution.iter().flatten();
+        let preferred = node
+            .preferred_during_scheduling_ignored_during_execution
+            .iter()
+            .flatten();
         for (i, term) in preferred.enumerate() {
-            let tp = p.child("preferredDuringSchedulingIgnoredDuringExecution").index(i);
+            let tp = p
+                .child("preferredDuringSchedulingIgnoredDuringExecution")
+                .index(i);
             if !(1..=100).contains(&term.weight) {
-                errs.push(FieldError::invalid(&tp.child("weight"), term.weight, "must be in the range 1-100"));
+                errs.push(FieldError::invalid(
+                    &tp.child("weight"),
+                    term.weight,
+                    "must be in the range 1-100",
+                ));
             }
-            errs.extend(validate_node_selector_term(&term.preference, &tp.child("preference")));
+            errs.extend(validate_node_selector_term(
+                &term.preference,
+                &tp.child("preference"),
+            ));
         }
     }
     let pod_affinities = [
-        ("podAffinity", affinity.pod_affinity.as_ref().map(|a| (&a.required_during_scheduling_ignored_during_execution, &a.preferred_during_scheduling_ignored_during_execution))),
-        ("podAntiAffinity", affinity.pod_anti_affinity.as_ref().map(|a| (&a.required_during_scheduling_ignored_during_execution, &a.preferred_during_scheduling_ignored_during_execution))),
+        (
+            "podAffinity",
+            affinity.pod_affinity.as_ref().map(|a| {
+                (
+                    &a.required_during_scheduling_ignored_during_execution,
+                    &a.preferred_during_scheduling_ignored_during_execution,
+                )
+            }),
+        ),
+        (
+            "podAntiAffinity",
+            affinity.pod_anti_affinity.as_ref().map(|a| {
+                (
+                    &a.required_during_scheduling_ignored_during_execution,
+                    &a.preferred_during_scheduling_ignored_during_execution,
+                )
+            }),
+        ),
     ];
     for (field, terms) in pod_affinities {
-        let Some((required, preferred)) = terms else { continue };
+        let Some((required, preferred)) = terms else {
+            continue;
+        };
         let p = path.child(field);
         let required = required.iter().flatten().enumerate().map(|(i, t)| {
-            (p.child("requiredDuringSchedulingIgnoredDuringExecution").index(i), t)
+            (
+                p.child("requiredDuringSchedulingIgnoredDuringExecution")
+                    .index(i),
+                t,
+            )
         });
         let preferred = preferred.iter().flatten().enumerate().map(|(i, w)| {
-            let wp = p.child("preferredDuringSchedulingIgnoredDuringExecution").index(i);
+            let wp = p
+                .child("preferredDuringSchedulingIgnoredDuringExecution")
+                .index(i);
             if !(1..=100).contains(&w.weight) {
-                errs.push(FieldError::invalid(&wp.child("weight"), w.weight, "must be in the range 1-100"));
+                errs.push(FieldError::invalid(
+                    &wp.child("weight"),
+                    w.weight,
+                    "must be in the range 1-100",
+                ));
             }
             (wp.child("podAffinityTerm"), &w.pod_affinity_term)
         });
         let terms: Vec<_> = required.chain(preferred).collect();
         for (tp, term) in terms {
             if term.topology_key.is_empty() {
-                errs.push(FieldError::required(&tp.child("topologyKey"), "can not be empty"));
+                errs.push(FieldError::required(
+                    &tp.child("topologyKey"),
+                    "can not be empty",
+                ));
             } else {
-                errs.extend(meta::validate_label_name(&term.topology_key, &tp.child("topologyKey")));
+                errs.extend(meta::validate_label_name(
+                    &term.topology_key,
+                    &tp.child("topologyKey"),
+                ));
             }
             if let Some(selector) = &term.label_selector {
-                errs.extend(meta::validate_label_selector(selector, &tp.child("labelSelector")));
+                errs.extend(meta::validate_label_selector(
+                    selector,
+                    &tp.child("labelSelector"),
+                ));
             }
         }
     }
@@ -614,16 +876,25 @@ fn validate_affinity(affinity: &Affinity, path: &Path) -> Vec<FieldError> {
 fn validate_node_selector_term(term: &NodeSelectorTerm, path: &Path) -> Vec<FieldError> {
     let mut errs = Vec::new();
     for (i, req) in term.match_expressions.iter().flatten().enumerate() {
-        errs.extend(validate_node_selector_requirement(req, &path.child("matchExpressions").index(i)));
+        errs.extend(validate_node_selector_requirement(
+            req,
+            &path.child("matchExpressions").index(i),
+        ));
     }
     for (i, req) in term.match_fields.iter().flatten().enumerate() {
-        errs.extend(validate_node_field_selector_requirement(req, &path.child("matchFields").index(i)));
+        errs.extend(validate_node_field_selector_requirement(
+            req,
+            &path.child("matchFields").index(i),
+        ));
     }
     errs
 }
 
 /// `matchFields` select nodes by `metadata.name` only, with In or NotIn and one value.
-fn validate_node_field_selector_requirement(req: &NodeSelectorRequirement, path: &Path) -> Vec<FieldError> {
+fn validate_node_field_selector_requirement(
+    req: &NodeSelectorRequirement,
+    path: &Path,
+) -> Vec<FieldError> {
     let mut errs = Vec::new();
     match req.operator.as_str() {
         "In" | "NotIn" => {
@@ -634,22 +905,36 @@ fn validate_node_field_selector_requirement(req: &NodeSelectorRequirement, path:
                 ));
             }
         }
-        op => errs.push(FieldError::invalid(&path.child("operator"), op, "not a valid selector operator")),
+        op => errs.push(FieldError::invalid(
+            &path.child("operator"),
+            op,
+            "not a valid selector operator",
+        )),
     }
     if req.key != "metadata.name" {
-        errs.push(FieldError::invalid(&path.child("key"), req.key.as_str(), "not a valid field selector key"));
+        errs.push(FieldError::invalid(
+            &path.child("key"),
+            req.key.as_str(),
+            "not a valid field selector key",
+        ));
     }
     errs
 }
 
-pub fn validate_node_selector_requirement(req: &NodeSelectorRequirement, path: &Path) -> Vec<FieldError> {
+pub fn validate_node_selector_requirement(
+    req: &NodeSelectorRequirement,
+    path: &Path,
+) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let values = req.values.as_deref().unwrap_or_default();
     let values_path = path.child("values");
     match req.operator.as_str() {
         "In" | "NotIn" => {
             if values.is_empty() {
-                errs.push(FieldError::required(&values_path, "must be specified when `operator` is 'In' or 'NotIn'"));
+                errs.push(FieldError::required(
+                    &values_path,
+                    "must be specified when `operator` is 'In' or 'NotIn'",
+                ));
             }
         }
         "Exists" | "DoesNotExist" => {
@@ -668,7 +953,11 @@ pub fn validate_node_selector_requirement(req: &NodeSelectorRequirement, path: &
                 ));
             }
         }
-        op => errs.push(FieldError::invalid(&path.child("operator"), op, "not a valid selector operator")),
+        op => errs.push(FieldError::invalid(
+            &path.child("operator"),
+            op,
+            "not a valid selector operator",
+        )),
     }
     errs.extend(meta::validate_label_name(&req.key, &path.child("key")));
     errs
@@ -693,24 +982,44 @@ pub fn validate_tolerations(tolerations: &[Toleration], path: &Path) -> Vec<Fiel
             ));
         }
         if t.toleration_seconds.is_some() && effect != "NoExecute" {
-            errs.push(FieldError::invalid(&p.child("effect"), effect, "effect must be 'NoExecute' when `tolerationSeconds` is set"));
+            errs.push(FieldError::invalid(
+                &p.child("effect"),
+                effect,
+                "effect must be 'NoExecute' when `tolerationSeconds` is set",
+            ));
         }
         match operator {
             "Equal" | "" => {
                 let msgs = names::is_valid_label_value(value);
                 if !msgs.is_empty() {
-                    errs.push(FieldError::invalid(&p.child("operator"), value, &msgs.join(";")));
+                    errs.push(FieldError::invalid(
+                        &p.child("operator"),
+                        value,
+                        &msgs.join(";"),
+                    ));
                 }
             }
             "Exists" => {
                 if !value.is_empty() {
-                    errs.push(FieldError::invalid(&p.child("operator"), value, "value must be empty when `operator` is 'Exists'"));
+                    errs.push(FieldError::invalid(
+                        &p.child("operator"),
+                        value,
+                        "value must be empty when `operator` is 'Exists'",
+                    ));
                 }
             }
-            op => errs.push(FieldError::not_supported(&p.child("operator"), op, &["Equal", "Exists"])),
+            op => errs.push(FieldError::not_supported(
+                &p.child("operator"),
+                op,
+                &["Equal", "Exists"],
+            )),
         }
         if !effect.is_empty() && !TAINT_EFFECTS.contains(&effect) {
-            errs.push(FieldError::not_supported(&p.child("effect"), effect, &TAINT_EFFECTS));
+            errs.push(FieldError::not_supported(
+                &p.child("effect"),
+                effect,
+                &TAINT_EFFECTS,
+            ));
         }
     }
     errs
@@ -725,11 +1034,17 @@ const UPDATABLE_POD_FIELDS: &str = "`spec.containers[*].image`,`spec.initContain
 /// A pod's spec may only change in its images, activeDeadlineSeconds,
 /// added tolerations and scheduling gates.
 pub fn validate_pod_update(new: &Pod, old: &Pod) -> Vec<FieldError> {
-    let mut errs = meta::validate_object_meta_update(&new.metadata, &old.metadata, &Path::new("metadata"));
+    let mut errs =
+        meta::validate_object_meta_update(&new.metadata, &old.metadata, &Path::new("metadata"));
     errs.extend(validate_pod(new));
-    let (Some(new_spec), Some(old_spec)) = (&new.spec, &old.spec) else { return errs };
+    let (Some(new_spec), Some(old_spec)) = (&new.spec, &old.spec) else {
+        return errs;
+    };
     let spec_path = Path::new("spec");
-    if let (Some(new_deadline), Some(old_deadline)) = (new_spec.active_deadline_seconds, old_spec.active_deadline_seconds) {
+    if let (Some(new_deadline), Some(old_deadline)) = (
+        new_spec.active_deadline_seconds,
+        old_spec.active_deadline_seconds,
+    ) {
         if new_deadline > old_deadline {
             errs.push(FieldError::invalid(
                 &spec_path.child("activeDeadlineSeconds"),
@@ -748,7 +1063,10 @@ pub fn validate_pod_update(new: &Pod, old: &Pod) -> Vec<FieldError> {
     let old_tolerations = old_spec.tolerations.as_deref().unwrap_or_default();
     let new_tolerations = new_spec.tolerations.as_deref().unwrap_or_default();
     if old_tolerations.iter().any(|t| !new_tolerations.contains(t)) {
-        errs.push(FieldError::forbidden(&spec_path.child("tolerations"), "existing toleration can not be modified except its tolerationSeconds"));
+        errs.push(FieldError::forbidden(
+            &spec_path.child("tolerations"),
+            "existing toleration can not be modified except its tolerationSeconds",
+        ));
     }
     // Everything else must stay: compare with the mutable fields taken from the old spec.
     let mut munged = new_spec.clone();
@@ -760,13 +1078,22 @@ pub fn validate_pod_update(new: &Pod, old: &Pod) -> Vec<FieldError> {
         }
     };
     copy_images(&mut munged.containers, &old_spec.containers);
-    if let (Some(new_init), Some(old_init)) = (munged.init_containers.as_mut(), old_spec.init_containers.as_ref()) {
+    if let (Some(new_init), Some(old_init)) = (
+        munged.init_containers.as_mut(),
+        old_spec.init_containers.as_ref(),
+    ) {
         copy_images(new_init, old_init);
     }
     munged.active_deadline_seconds = old_spec.active_deadline_seconds;
     munged.tolerations.clone_from(&old_spec.tolerations);
-    munged.scheduling_gates.clone_from(&old_spec.scheduling_gates);
-    if old_spec.termination_grace_period_seconds.is_some_and(|s| s < 0) && munged.termination_grace_period_seconds == Some(1) {
+    munged
+        .scheduling_gates
+        .clone_from(&old_spec.scheduling_gates);
+    if old_spec
+        .termination_grace_period_seconds
+        .is_some_and(|s| s < 0)
+        && munged.termination_grace_period_seconds == Some(1)
+    {
         munged.termination_grace_period_seconds = old_spec.termination_grace_period_seconds;
     }
     if &munged != old_spec {
@@ -801,7 +1128,10 @@ mod tests {
 
     #[test]
     fn a_valid_pod_has_no_errors() {
-        assert_eq!(messages(validate_pod(&pod(web_pod()))), Vec::<String>::new());
+        assert_eq!(
+            messages(validate_pod(&pod(web_pod()))),
+            Vec::<String>::new()
+        );
     }
 
     #[test]

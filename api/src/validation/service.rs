@@ -40,7 +40,11 @@ pub fn validate_service(service: &Service) -> Vec<FieldError> {
         if ports.len() > 1 && name.is_empty() {
             errs.push(FieldError::required(&p.child("name"), ""));
         } else if !name.is_empty() {
-            errs.extend(invalid_each(&p.child("name"), name, names::is_dns1123_label(name)));
+            errs.extend(invalid_each(
+                &p.child("name"),
+                name,
+                names::is_dns1123_label(name),
+            ));
             if !port_names.insert(name) {
                 errs.push(FieldError::duplicate(&p.child("name"), name));
             }
@@ -48,7 +52,10 @@ pub fn validate_service(service: &Service) -> Vec<FieldError> {
         for msg in names::is_valid_port_num(port.port.into()) {
             errs.push(FieldError::invalid(&p.child("port"), port.port, &msg));
         }
-        errs.extend(validate_protocol(port.protocol.as_deref(), &p.child("protocol")));
+        errs.extend(validate_protocol(
+            port.protocol.as_deref(),
+            &p.child("protocol"),
+        ));
         if let Some(target) = &port.target_port {
             errs.extend(validate_port_num_or_name(target, &p.child("targetPort")));
         }
@@ -66,21 +73,33 @@ pub fn validate_service(service: &Service) -> Vec<FieldError> {
     }
     match service_type {
         "" => errs.push(FieldError::required(&spec_path.child("type"), "")),
-        t if !SERVICE_TYPES.contains(&t) => errs.push(FieldError::not_supported(&spec_path.child("type"), t, &SERVICE_TYPES)),
+        t if !SERVICE_TYPES.contains(&t) => errs.push(FieldError::not_supported(
+            &spec_path.child("type"),
+            t,
+            &SERVICE_TYPES,
+        )),
         "ExternalName" => {
             let external = spec.external_name.as_deref().unwrap_or("");
             let p = spec_path.child("externalName");
             if external.is_empty() {
                 errs.push(FieldError::required(&p, ""));
             } else {
-                errs.extend(invalid_each(&p, external, names::is_dns1123_subdomain(external.trim_end_matches('.'))));
+                errs.extend(invalid_each(
+                    &p,
+                    external,
+                    names::is_dns1123_subdomain(external.trim_end_matches('.')),
+                ));
             }
         }
         _ => {}
     }
     if let Some(affinity) = spec.session_affinity.as_deref() {
         if !SESSION_AFFINITIES.contains(&affinity) {
-            errs.push(FieldError::not_supported(&spec_path.child("sessionAffinity"), affinity, &SESSION_AFFINITIES));
+            errs.push(FieldError::not_supported(
+                &spec_path.child("sessionAffinity"),
+                affinity,
+                &SESSION_AFFINITIES,
+            ));
         }
     }
     for (field, value) in [
@@ -88,10 +107,17 @@ pub fn validate_service(service: &Service) -> Vec<FieldError> {
         ("externalTrafficPolicy", &spec.external_traffic_policy),
     ] {
         if let Some(policy) = value.as_deref().filter(|p| !TRAFFIC_POLICIES.contains(p)) {
-            errs.push(FieldError::not_supported(&spec_path.child(field), policy, &TRAFFIC_POLICIES));
+            errs.push(FieldError::not_supported(
+                &spec_path.child(field),
+                policy,
+                &TRAFFIC_POLICIES,
+            ));
         }
     }
-    errs.extend(meta::validate_labels(spec.selector.as_ref(), &spec_path.child("selector")));
+    errs.extend(meta::validate_labels(
+        spec.selector.as_ref(),
+        &spec_path.child("selector"),
+    ));
     if !cluster_ip.is_empty() && !headless && cluster_ip.parse::<IpAddr>().is_err() {
         errs.push(FieldError::invalid(
             &spec_path.child("clusterIPs").index(0),
@@ -104,15 +130,21 @@ pub fn validate_service(service: &Service) -> Vec<FieldError> {
 
 /// The cluster IP is fixed once set (except to or from ExternalName).
 pub fn validate_service_update(new: &Service, old: &Service) -> Vec<FieldError> {
-    let mut errs = meta::validate_object_meta_update(&new.metadata, &old.metadata, &Path::new("metadata"));
+    let mut errs =
+        meta::validate_object_meta_update(&new.metadata, &old.metadata, &Path::new("metadata"));
     errs.extend(validate_service(new));
-    let (Some(new_spec), Some(old_spec)) = (&new.spec, &old.spec) else { return errs };
-    let involves_external_name =
-        new_spec.type_.as_deref() == Some("ExternalName") || old_spec.type_.as_deref() == Some("ExternalName");
+    let (Some(new_spec), Some(old_spec)) = (&new.spec, &old.spec) else {
+        return errs;
+    };
+    let involves_external_name = new_spec.type_.as_deref() == Some("ExternalName")
+        || old_spec.type_.as_deref() == Some("ExternalName");
     let old_ip = old_spec.cluster_ip.as_deref().unwrap_or("");
     let new_ip = new_spec.cluster_ip.as_deref().unwrap_or("");
     if !involves_external_name && !old_ip.is_empty() && new_ip != old_ip {
-        let new_ips = new_spec.cluster_ips.clone().unwrap_or_else(|| vec![new_ip.to_string()]);
+        let new_ips = new_spec
+            .cluster_ips
+            .clone()
+            .unwrap_or_else(|| vec![new_ip.to_string()]);
         let quoted: Vec<String> = new_ips.iter().map(|ip| go_quote(ip)).collect();
         errs.push(FieldError::invalid(
             &Path::new("spec").child("clusterIPs").index(0),
@@ -167,13 +199,19 @@ mod tests {
             (json!({"metadata": {"name": "db", "namespace": "default"}, "spec": {"clusterIP": "None"}}), vec![]),
         ];
         for (input, want) in cases {
-            assert_eq!(messages(validate_service(&service(input.clone()))), want, "for {input}");
+            assert_eq!(
+                messages(validate_service(&service(input.clone()))),
+                want,
+                "for {input}"
+            );
         }
     }
 
     #[test]
     fn cluster_ip_is_immutable() {
-        let old = service(json!({"metadata": {"name": "web", "namespace": "default"}, "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}}));
+        let old = service(
+            json!({"metadata": {"name": "web", "namespace": "default"}, "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}}),
+        );
         let mut new = old.clone();
         new.spec.as_mut().unwrap().cluster_ip = Some("10.96.0.11".into());
         assert_eq!(

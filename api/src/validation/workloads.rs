@@ -14,16 +14,28 @@ use super::pod::validate_pod_template_spec;
 use crate::selector;
 
 fn metadata(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Vec<FieldError> {
-    meta::validate_object_meta(meta, Scope::Namespaced, names::name_is_dns_subdomain, &Path::new("metadata"))
+    meta::validate_object_meta(
+        meta,
+        Scope::Namespaced,
+        names::name_is_dns_subdomain,
+        &Path::new("metadata"),
+    )
 }
 
 fn template_labels(template: &PodTemplateSpec) -> std::collections::BTreeMap<String, String> {
-    template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default()
+    template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default()
 }
 
 fn selector_is_empty(selector: &LabelSelector) -> bool {
     selector.match_labels.as_ref().is_none_or(|m| m.is_empty())
-        && selector.match_expressions.as_ref().is_none_or(|e| e.is_empty())
+        && selector
+            .match_expressions
+            .as_ref()
+            .is_none_or(|e| e.is_empty())
 }
 
 /// The selector is valid and not empty (`kind_word` is Kubernetes' word in the message).
@@ -57,12 +69,22 @@ fn validate_selector_matches_template(
 }
 
 /// A template for pods that run forever: restartPolicy Always, no deadline.
-fn validate_long_running_template(template: &PodTemplateSpec, kind: &str, path: &Path) -> Vec<FieldError> {
+fn validate_long_running_template(
+    template: &PodTemplateSpec,
+    kind: &str,
+    path: &Path,
+) -> Vec<FieldError> {
     let mut errs = validate_pod_template_spec(template, path);
-    let Some(spec) = &template.spec else { return errs };
+    let Some(spec) = &template.spec else {
+        return errs;
+    };
     let restart_policy = spec.restart_policy.as_deref().unwrap_or("");
     if restart_policy != "Always" {
-        errs.push(FieldError::not_supported(&path.child("spec").child("restartPolicy"), restart_policy, &["Always"]));
+        errs.push(FieldError::not_supported(
+            &path.child("spec").child("restartPolicy"),
+            restart_policy,
+            &["Always"],
+        ));
     }
     if let Some(deadline) = spec.active_deadline_seconds {
         errs.push(FieldError::invalid(
@@ -103,7 +125,11 @@ fn validate_int_or_percent(value: Option<&IntOrString>, path: &Path) -> Vec<Fiel
 fn not_more_than_100_percent(value: Option<&IntOrString>, path: &Path) -> Vec<FieldError> {
     match value {
         Some(v @ IntOrString::String(_)) if int_or_percent_value(v).is_some_and(|p| p > 100) => {
-            vec![FieldError::invalid(path, int_or_percent_raw(v), "must not be greater than 100%")]
+            vec![FieldError::invalid(
+                path,
+                int_or_percent_raw(v),
+                "must not be greater than 100%",
+            )]
         }
         _ => Vec::new(),
     }
@@ -120,10 +146,25 @@ pub fn validate_deployment(deployment: &Deployment) -> Vec<FieldError> {
         errs.push(FieldError::required(&path, ""));
         return errs;
     };
-    errs.extend(validate_nonnegative(spec.replicas.unwrap_or(0).into(), &path.child("replicas")));
-    errs.extend(validate_selector(&spec.selector, "deployment", &path.child("selector")));
-    errs.extend(validate_selector_matches_template(&spec.selector, &spec.template, &path.child("template")));
-    errs.extend(validate_long_running_template(&spec.template, "ReplicaSet", &path.child("template")));
+    errs.extend(validate_nonnegative(
+        spec.replicas.unwrap_or(0).into(),
+        &path.child("replicas"),
+    ));
+    errs.extend(validate_selector(
+        &spec.selector,
+        "deployment",
+        &path.child("selector"),
+    ));
+    errs.extend(validate_selector_matches_template(
+        &spec.selector,
+        &spec.template,
+        &path.child("template"),
+    ));
+    errs.extend(validate_long_running_template(
+        &spec.template,
+        "ReplicaSet",
+        &path.child("template"),
+    ));
     if let Some(strategy) = &spec.strategy {
         let p = path.child("strategy");
         match strategy.type_.as_deref().unwrap_or("") {
@@ -136,32 +177,60 @@ pub fn validate_deployment(deployment: &Deployment) -> Vec<FieldError> {
                 }
             }
             "RollingUpdate" => match &strategy.rolling_update {
-                None => errs.push(FieldError::required(&p.child("rollingUpdate"), "this should be defaulted and never be nil")),
+                None => errs.push(FieldError::required(
+                    &p.child("rollingUpdate"),
+                    "this should be defaulted and never be nil",
+                )),
                 Some(rolling) => {
                     let rp = p.child("rollingUpdate");
-                    let (unavailable, surge) = (rolling.max_unavailable.as_ref(), rolling.max_surge.as_ref());
-                    errs.extend(validate_int_or_percent(unavailable, &rp.child("maxUnavailable")));
+                    let (unavailable, surge) =
+                        (rolling.max_unavailable.as_ref(), rolling.max_surge.as_ref());
+                    errs.extend(validate_int_or_percent(
+                        unavailable,
+                        &rp.child("maxUnavailable"),
+                    ));
                     errs.extend(validate_int_or_percent(surge, &rp.child("maxSurge")));
                     if is_zero(unavailable) && is_zero(surge) {
                         let value = unavailable.map_or(BadValue::Null, int_or_percent_raw);
-                        errs.push(FieldError::invalid(&rp.child("maxUnavailable"), value, "may not be 0 when `maxSurge` is 0"));
+                        errs.push(FieldError::invalid(
+                            &rp.child("maxUnavailable"),
+                            value,
+                            "may not be 0 when `maxSurge` is 0",
+                        ));
                     }
-                    errs.extend(not_more_than_100_percent(unavailable, &rp.child("maxUnavailable")));
+                    errs.extend(not_more_than_100_percent(
+                        unavailable,
+                        &rp.child("maxUnavailable"),
+                    ));
                 }
             },
-            other => errs.push(FieldError::not_supported(&p, other, &["Recreate", "RollingUpdate"])),
+            other => errs.push(FieldError::not_supported(
+                &p,
+                other,
+                &["Recreate", "RollingUpdate"],
+            )),
         }
     }
     let min_ready = spec.min_ready_seconds.unwrap_or(0);
-    errs.extend(validate_nonnegative(min_ready.into(), &path.child("minReadySeconds")));
+    errs.extend(validate_nonnegative(
+        min_ready.into(),
+        &path.child("minReadySeconds"),
+    ));
     if let Some(limit) = spec.revision_history_limit {
-        errs.extend(validate_nonnegative(limit.into(), &path.child("revisionHistoryLimit")));
+        errs.extend(validate_nonnegative(
+            limit.into(),
+            &path.child("revisionHistoryLimit"),
+        ));
     }
     if let Some(deadline) = spec.progress_deadline_seconds {
         let p = path.child("progressDeadlineSeconds");
         errs.extend(meta::validate_positive(deadline.into(), &p));
         if deadline <= min_ready {
-            errs.push(FieldError::invalid(&p, deadline, "must be greater than minReadySeconds"));
+            errs.push(FieldError::invalid(
+                &p,
+                deadline,
+                "must be greater than minReadySeconds",
+            ));
         }
     }
     errs
@@ -174,15 +243,33 @@ pub fn validate_replica_set(replica_set: &ReplicaSet) -> Vec<FieldError> {
         errs.push(FieldError::required(&path, ""));
         return errs;
     };
-    errs.extend(validate_nonnegative(spec.replicas.unwrap_or(0).into(), &path.child("replicas")));
-    errs.extend(validate_nonnegative(spec.min_ready_seconds.unwrap_or(0).into(), &path.child("minReadySeconds")));
+    errs.extend(validate_nonnegative(
+        spec.replicas.unwrap_or(0).into(),
+        &path.child("replicas"),
+    ));
+    errs.extend(validate_nonnegative(
+        spec.min_ready_seconds.unwrap_or(0).into(),
+        &path.child("minReadySeconds"),
+    ));
     // Kubernetes says "deployment" here too.
-    errs.extend(validate_selector(&spec.selector, "deployment", &path.child("selector")));
+    errs.extend(validate_selector(
+        &spec.selector,
+        "deployment",
+        &path.child("selector"),
+    ));
     match &spec.template {
         None => errs.push(FieldError::required(&path.child("template"), "")),
         Some(template) => {
-            errs.extend(validate_selector_matches_template(&spec.selector, template, &path.child("template")));
-            errs.extend(validate_long_running_template(template, "ReplicaSet", &path.child("template")));
+            errs.extend(validate_selector_matches_template(
+                &spec.selector,
+                template,
+                &path.child("template"),
+            ));
+            errs.extend(validate_long_running_template(
+                template,
+                "ReplicaSet",
+                &path.child("template"),
+            ));
         }
     }
     errs
@@ -195,12 +282,30 @@ pub fn validate_daemon_set(daemon_set: &DaemonSet) -> Vec<FieldError> {
         errs.push(FieldError::required(&path, ""));
         return errs;
     };
-    errs.extend(validate_selector(&spec.selector, "daemonset", &path.child("selector")));
-    errs.extend(validate_selector_matches_template(&spec.selector, &spec.template, &path.child("template")));
-    errs.extend(validate_long_running_template(&spec.template, "DaemonSet", &path.child("template")));
-    errs.extend(validate_nonnegative(spec.min_ready_seconds.unwrap_or(0).into(), &path.child("minReadySeconds")));
+    errs.extend(validate_selector(
+        &spec.selector,
+        "daemonset",
+        &path.child("selector"),
+    ));
+    errs.extend(validate_selector_matches_template(
+        &spec.selector,
+        &spec.template,
+        &path.child("template"),
+    ));
+    errs.extend(validate_long_running_template(
+        &spec.template,
+        "DaemonSet",
+        &path.child("template"),
+    ));
+    errs.extend(validate_nonnegative(
+        spec.min_ready_seconds.unwrap_or(0).into(),
+        &path.child("minReadySeconds"),
+    ));
     if let Some(limit) = spec.revision_history_limit {
-        errs.extend(validate_nonnegative(limit.into(), &path.child("revisionHistoryLimit")));
+        errs.extend(validate_nonnegative(
+            limit.into(),
+            &path.child("revisionHistoryLimit"),
+        ));
     }
     if let Some(strategy) = &spec.update_strategy {
         let p = path.child("updateStrategy");
@@ -210,10 +315,17 @@ pub fn validate_daemon_set(daemon_set: &DaemonSet) -> Vec<FieldError> {
                 None => errs.push(FieldError::required(&p.child("rollingUpdate"), "")),
                 Some(rolling) => {
                     let rp = p.child("rollingUpdate");
-                    let (unavailable, surge) = (rolling.max_unavailable.as_ref(), rolling.max_surge.as_ref());
-                    errs.extend(validate_int_or_percent(unavailable, &rp.child("maxUnavailable")));
+                    let (unavailable, surge) =
+                        (rolling.max_unavailable.as_ref(), rolling.max_surge.as_ref());
+                    errs.extend(validate_int_or_percent(
+                        unavailable,
+                        &rp.child("maxUnavailable"),
+                    ));
                     errs.extend(validate_int_or_percent(surge, &rp.child("maxSurge")));
-                    errs.extend(not_more_than_100_percent(unavailable, &rp.child("maxUnavailable")));
+                    errs.extend(not_more_than_100_percent(
+                        unavailable,
+                        &rp.child("maxUnavailable"),
+                    ));
                     errs.extend(not_more_than_100_percent(surge, &rp.child("maxSurge")));
                     match (is_zero(unavailable), is_zero(surge)) {
                         (false, false) => errs.push(FieldError::invalid(
@@ -221,12 +333,19 @@ pub fn validate_daemon_set(daemon_set: &DaemonSet) -> Vec<FieldError> {
                             surge.map_or(BadValue::Null, int_or_percent_raw),
                             "may not be set when maxUnavailable is non-zero",
                         )),
-                        (true, true) => errs.push(FieldError::required(&rp.child("maxUnavailable"), "cannot be 0 when maxSurge is 0")),
+                        (true, true) => errs.push(FieldError::required(
+                            &rp.child("maxUnavailable"),
+                            "cannot be 0 when maxSurge is 0",
+                        )),
                         _ => {}
                     }
                 }
             },
-            other => errs.push(FieldError::not_supported(&p, other, &["RollingUpdate", "OnDelete"])),
+            other => errs.push(FieldError::not_supported(
+                &p,
+                other,
+                &["RollingUpdate", "OnDelete"],
+            )),
         }
     }
     errs
@@ -244,7 +363,10 @@ pub fn validate_job(job: &Job) -> Vec<FieldError> {
         ("completions", spec.completions.map(i64::from)),
         ("activeDeadlineSeconds", spec.active_deadline_seconds),
         ("backoffLimit", spec.backoff_limit.map(i64::from)),
-        ("ttlSecondsAfterFinished", spec.ttl_seconds_after_finished.map(i64::from)),
+        (
+            "ttlSecondsAfterFinished",
+            spec.ttl_seconds_after_finished.map(i64::from),
+        ),
     ];
     for (field, value) in counts {
         if let Some(value) = value {
@@ -253,20 +375,37 @@ pub fn validate_job(job: &Job) -> Vec<FieldError> {
     }
     if let Some(mode) = spec.completion_mode.as_deref() {
         if !matches!(mode, "NonIndexed" | "Indexed") {
-            errs.push(FieldError::not_supported(&path.child("completionMode"), mode, &["NonIndexed", "Indexed"]));
+            errs.push(FieldError::not_supported(
+                &path.child("completionMode"),
+                mode,
+                &["NonIndexed", "Indexed"],
+            ));
         }
         if mode == "Indexed" && spec.completions.is_none() {
-            errs.push(FieldError::required(&path.child("completions"), "when completion mode is Indexed"));
+            errs.push(FieldError::required(
+                &path.child("completions"),
+                "when completion mode is Indexed",
+            ));
         }
     }
     match &spec.selector {
         None => errs.push(FieldError::required(&path.child("selector"), "")),
         Some(selector) => {
-            errs.extend(meta::validate_label_selector(selector, &path.child("selector")));
-            errs.extend(validate_selector_matches_template(selector, &spec.template, &path.child("template")));
+            errs.extend(meta::validate_label_selector(
+                selector,
+                &path.child("selector"),
+            ));
+            errs.extend(validate_selector_matches_template(
+                selector,
+                &spec.template,
+                &path.child("template"),
+            ));
         }
     }
-    errs.extend(validate_pod_template_spec(&spec.template, &path.child("template")));
+    errs.extend(validate_pod_template_spec(
+        &spec.template,
+        &path.child("template"),
+    ));
     if let Some(pod_spec) = &spec.template.spec {
         let restart_policy = pod_spec.restart_policy.as_deref().unwrap_or("");
         if !matches!(restart_policy, "OnFailure" | "Never") {
@@ -284,7 +423,11 @@ fn immutable_selector(new: &LabelSelector, old: &LabelSelector, path: &Path) -> 
     if new == old {
         Vec::new()
     } else {
-        vec![FieldError::invalid(path, BadValue::Raw(meta::go_label_selector(new)), FIELD_IMMUTABLE_ERROR_MSG)]
+        vec![FieldError::invalid(
+            path,
+            BadValue::Raw(meta::go_label_selector(new)),
+            FIELD_IMMUTABLE_ERROR_MSG,
+        )]
     }
 }
 
@@ -293,48 +436,78 @@ fn selector_path() -> Path {
 }
 
 pub fn validate_deployment_update(new: &Deployment, old: &Deployment) -> Vec<FieldError> {
-    let mut errs = meta::validate_object_meta_update(&new.metadata, &old.metadata, &Path::new("metadata"));
+    let mut errs =
+        meta::validate_object_meta_update(&new.metadata, &old.metadata, &Path::new("metadata"));
     errs.extend(validate_deployment(new));
     if let (Some(n), Some(o)) = (&new.spec, &old.spec) {
-        errs.extend(immutable_selector(&n.selector, &o.selector, &selector_path()));
+        errs.extend(immutable_selector(
+            &n.selector,
+            &o.selector,
+            &selector_path(),
+        ));
     }
     errs
 }
 
 pub fn validate_replica_set_update(new: &ReplicaSet, old: &ReplicaSet) -> Vec<FieldError> {
-    let mut errs = meta::validate_object_meta_update(&new.metadata, &old.metadata, &Path::new("metadata"));
+    let mut errs =
+        meta::validate_object_meta_update(&new.metadata, &old.metadata, &Path::new("metadata"));
     errs.extend(validate_replica_set(new));
     if let (Some(n), Some(o)) = (&new.spec, &old.spec) {
-        errs.extend(immutable_selector(&n.selector, &o.selector, &selector_path()));
+        errs.extend(immutable_selector(
+            &n.selector,
+            &o.selector,
+            &selector_path(),
+        ));
     }
     errs
 }
 
 pub fn validate_daemon_set_update(new: &DaemonSet, old: &DaemonSet) -> Vec<FieldError> {
-    let mut errs = meta::validate_object_meta_update(&new.metadata, &old.metadata, &Path::new("metadata"));
+    let mut errs =
+        meta::validate_object_meta_update(&new.metadata, &old.metadata, &Path::new("metadata"));
     errs.extend(validate_daemon_set(new));
     if let (Some(n), Some(o)) = (&new.spec, &old.spec) {
-        errs.extend(immutable_selector(&n.selector, &o.selector, &selector_path()));
+        errs.extend(immutable_selector(
+            &n.selector,
+            &o.selector,
+            &selector_path(),
+        ));
     }
     errs
 }
 
 /// A Job's selector, template, completions and completion mode are fixed.
 pub fn validate_job_update(new: &Job, old: &Job) -> Vec<FieldError> {
-    let mut errs = meta::validate_object_meta_update(&new.metadata, &old.metadata, &Path::new("metadata"));
+    let mut errs =
+        meta::validate_object_meta_update(&new.metadata, &old.metadata, &Path::new("metadata"));
     errs.extend(validate_job(new));
-    let (Some(n), Some(o)) = (&new.spec, &old.spec) else { return errs };
+    let (Some(n), Some(o)) = (&new.spec, &old.spec) else {
+        return errs;
+    };
     let path = Path::new("spec");
     if let (Some(ns), Some(os)) = (&n.selector, &o.selector) {
         errs.extend(immutable_selector(ns, os, &selector_path()));
     }
     if n.template != o.template {
-        errs.push(FieldError::invalid(&path.child("template"), BadValue::Raw("core.PodTemplateSpec{...}".into()), FIELD_IMMUTABLE_ERROR_MSG));
+        errs.push(FieldError::invalid(
+            &path.child("template"),
+            BadValue::Raw("core.PodTemplateSpec{...}".into()),
+            FIELD_IMMUTABLE_ERROR_MSG,
+        ));
     }
     if n.completions != o.completions {
-        errs.push(FieldError::invalid(&path.child("completions"), n.completions, FIELD_IMMUTABLE_ERROR_MSG));
+        errs.push(FieldError::invalid(
+            &path.child("completions"),
+            n.completions,
+            FIELD_IMMUTABLE_ERROR_MSG,
+        ));
     }
-    errs.extend(meta::validate_immutable_str(n.completion_mode.as_deref(), o.completion_mode.as_deref(), &path.child("completionMode")));
+    errs.extend(meta::validate_immutable_str(
+        n.completion_mode.as_deref(),
+        o.completion_mode.as_deref(),
+        &path.child("completionMode"),
+    ));
     errs
 }
 
@@ -349,8 +522,10 @@ mod tests {
     }
 
     fn deployment(spec: serde_json::Value) -> Deployment {
-        let mut d: Deployment =
-            serde_json::from_value(json!({"metadata": {"name": "web", "namespace": "default"}, "spec": spec})).unwrap();
+        let mut d: Deployment = serde_json::from_value(
+            json!({"metadata": {"name": "web", "namespace": "default"}, "spec": spec}),
+        )
+        .unwrap();
         defaults::default_deployment(&mut d);
         d
     }
@@ -362,7 +537,10 @@ mod tests {
 
     #[test]
     fn deployments() {
-        assert_eq!(messages(validate_deployment(&deployment(web_spec()))), Vec::<String>::new());
+        assert_eq!(
+            messages(validate_deployment(&deployment(web_spec()))),
+            Vec::<String>::new()
+        );
         let mut bad = web_spec();
         bad["replicas"] = json!(-1);
         bad["selector"] = json!({"matchLabels": {"app": "api"}});
@@ -401,38 +579,64 @@ mod tests {
 
     #[test]
     fn daemon_sets_and_replica_sets() {
-        let mut ds: DaemonSet = serde_json::from_value(json!({"metadata": {"name": "agent", "namespace": "default"},
-            "spec": web_spec()})).unwrap();
+        let mut ds: DaemonSet = serde_json::from_value(
+            json!({"metadata": {"name": "agent", "namespace": "default"},
+            "spec": web_spec()}),
+        )
+        .unwrap();
         defaults::default_daemon_set(&mut ds);
         assert!(validate_daemon_set(&ds).is_empty());
-        ds.spec.as_mut().unwrap().update_strategy.as_mut().unwrap().rolling_update.as_mut().unwrap().max_surge =
-            Some(IntOrString::Int(1));
+        ds.spec
+            .as_mut()
+            .unwrap()
+            .update_strategy
+            .as_mut()
+            .unwrap()
+            .rolling_update
+            .as_mut()
+            .unwrap()
+            .max_surge = Some(IntOrString::Int(1));
         assert_eq!(
             messages(validate_daemon_set(&ds)),
             vec!["spec.updateStrategy.rollingUpdate.maxSurge: Invalid value: 1: may not be set when maxUnavailable is non-zero"]
         );
-        let mut rs: ReplicaSet = serde_json::from_value(json!({"metadata": {"name": "web", "namespace": "default"},
-            "spec": web_spec()})).unwrap();
+        let mut rs: ReplicaSet =
+            serde_json::from_value(json!({"metadata": {"name": "web", "namespace": "default"},
+            "spec": web_spec()}))
+            .unwrap();
         defaults::default_replica_set(&mut rs);
         assert!(validate_replica_set(&rs).is_empty());
     }
 
     #[test]
     fn jobs() {
-        let mut job: Job = serde_json::from_value(json!({"metadata": {"name": "pi", "namespace": "default", "uid": "u1"},
-            "spec": {"template": {"spec": {"containers": [{"name": "pi", "image": "perl"}]}}}})).unwrap();
+        let mut job: Job = serde_json::from_value(
+            json!({"metadata": {"name": "pi", "namespace": "default", "uid": "u1"},
+            "spec": {"template": {"spec": {"containers": [{"name": "pi", "image": "perl"}]}}}}),
+        )
+        .unwrap();
         defaults::default_job(&mut job);
         defaults::generate_job_selector(&mut job);
         assert_eq!(
             messages(validate_job(&job)),
             vec!["spec.template.spec.restartPolicy: Unsupported value: \"Always\": supported values: \"OnFailure\", \"Never\""]
         );
-        job.spec.as_mut().unwrap().template.spec.as_mut().unwrap().restart_policy = Some("Never".into());
+        job.spec
+            .as_mut()
+            .unwrap()
+            .template
+            .spec
+            .as_mut()
+            .unwrap()
+            .restart_policy = Some("Never".into());
         assert!(validate_job(&job).is_empty());
         let mut manual = job.clone();
         let spec = manual.spec.as_mut().unwrap();
         spec.manual_selector = Some(true);
-        spec.selector = Some(LabelSelector { match_labels: Some([("app".to_string(), "x".to_string())].into()), ..Default::default() });
+        spec.selector = Some(LabelSelector {
+            match_labels: Some([("app".to_string(), "x".to_string())].into()),
+            ..Default::default()
+        });
         assert_eq!(validate_job(&manual).len(), 1);
         assert_eq!(
             messages(validate_job_update(&manual, &job))[1],
