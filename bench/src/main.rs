@@ -2,6 +2,7 @@
 //! same run, and prints one table (Markdown, ready for BENCHMARKS.md).
 
 mod runtime;
+mod scheduler;
 mod stats;
 mod store;
 
@@ -20,11 +21,14 @@ enum Command {
     Store(store::StoreBenchArgs),
     /// Container create/start/wait/delete: r8s vs runc vs crun.
     Runtime(runtime::RuntimeBenchArgs),
+    /// Pods scheduled and bound per second, and a big Deployment's rollout, on hollow nodes.
+    Scheduler(scheduler::SchedulerBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Store(args) => store::run(args),
         Command::Runtime(args) => runtime::run(args),
+        Command::Scheduler(args) => scheduler::run(args),
     }
 }
