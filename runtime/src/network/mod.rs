@@ -10,6 +10,24 @@
 //! - [`bridge`]: a node bridge, one veth pair per pod, addresses from
 //!   [`ipam`], hostPort DNAT from [`hostport`].
 //! - [`netlink`]: the rtnetlink requests the bridge makes.
+//!
+//! How a runtime uses it: `BridgeNetwork::new(BridgeConfig::new(pod_cidr,
+//! state_dir))` once at start (idempotent: bridge, gateway address,
+//! forwarding, nftables table), then `garbage_collect` with the sandboxes
+//! it knows; per sandbox `NetNs::create` a pinned namespace, `setup`, and on
+//! stop/removal `teardown` then `NetNs::remove`. Setups for different
+//! sandboxes may run concurrently; the caller serialises calls for one sandbox.
+//!
+//! A node that is itself a namespace (tests, `r8s up`): create it with
+//! `NetNs::create`, bring its `lo` up (`Netlink::connect(Some(path))` then
+//! `set_up("lo")`), and set `BridgeConfig::node_netns`. Nothing then touches
+//! the machine's own network; removing the node namespace removes the
+//! bridge, every veth and the nftables table with it.
+//!
+//! Known limits: IPv4 only; a pod cannot reach its own hostPort through the
+//! node (pod → node:hostPort → same pod: the kernel drops the DNATed packet
+//! whose source and destination are then equal); no masquerade toward the
+//! outside (by design: pods reach pods and their node only).
 
 pub mod bridge;
 pub mod hostport;
