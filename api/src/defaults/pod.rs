@@ -107,6 +107,8 @@ pub fn pull_policy_for(image: Option<&str>) -> String {
 }
 
 fn default_container(c: &mut Container) {
+    // Kubernetes always shows `resources`, `{}` when empty (a Go struct field).
+    c.resources.get_or_insert_with(Default::default);
     set_if_empty(
         &mut c.image_pull_policy,
         &pull_policy_for(c.image.as_deref()),
