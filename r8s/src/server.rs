@@ -7,9 +7,9 @@
 //! once it has caught up.
 //!
 //! ```text
-//! r8s server --node-id 1 --data-dir /var/lib/r8s/s1 --raft-addr 10.0.0.1:2380
-//! r8s server --node-id 2 --data-dir /var/lib/r8s/s2 --raft-addr 10.0.0.2:2380 --join 10.0.0.1:2380
-//! r8s server --node-id 3 --data-dir /var/lib/r8s/s3 --raft-addr 10.0.0.3:2380 --join 10.0.0.1:2380
+//! r8s server --node-id 1 --data-dir /var/lib/r8s/s1 --raft-addr 10.0.0.1:7380
+//! r8s server --node-id 2 --data-dir /var/lib/r8s/s2 --raft-addr 10.0.0.2:7380 --join 10.0.0.1:7380
+//! r8s server --node-id 3 --data-dir /var/lib/r8s/s3 --raft-addr 10.0.0.3:7380 --join 10.0.0.1:7380
 //! ```
 //!
 //! A restarted server finds its log in `--data-dir` and rejoins by itself;
@@ -31,7 +31,7 @@ pub struct ServerArgs {
     #[arg(long, default_value = "/var/lib/r8s/server")]
     data_dir: PathBuf,
     /// host:port for raft and store RPCs; the other servers reach this one there.
-    #[arg(long, default_value = "127.0.0.1:2380")]
+    #[arg(long, default_value = "127.0.0.1:7380")]
     raft_addr: String,
     /// On the first start, join the cluster that the server at this address is a
     /// member of, instead of starting a new one.
