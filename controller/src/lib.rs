@@ -4,6 +4,7 @@
 
 pub mod context;
 pub mod deployment;
+pub mod endpoints;
 pub mod gc;
 pub mod hollow;
 pub mod manager;

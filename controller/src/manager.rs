@@ -4,6 +4,7 @@ use kube::Client;
 
 use crate::context::Context;
 use crate::deployment::DeploymentController;
+use crate::endpoints::EndpointsController;
 use crate::gc::GarbageCollector;
 use crate::nodelifecycle::{self, NodeLifecycleController};
 use crate::replicaset::ReplicaSetController;
@@ -28,6 +29,7 @@ pub async fn run(client: Client, settings: Settings) {
     let replicasets = ReplicaSetController::new(ctx.clone());
     let deployments = DeploymentController::new(ctx.clone());
     let collector = GarbageCollector::new(ctx.clone());
+    let endpoints = EndpointsController::new(ctx.clone());
     let lifecycle = NodeLifecycleController::new(ctx.clone(), settings.node_lifecycle.clone());
     let _watches = client::AbortOnDrop(ctx.informers.start(&client));
     ctx.informers.wait_synced().await;
@@ -36,6 +38,7 @@ pub async fn run(client: Client, settings: Settings) {
         replicasets.run(settings.workers),
         deployments.run(settings.workers),
         collector.run(settings.workers),
+        endpoints.run(settings.workers),
         lifecycle.run(),
     );
 }
