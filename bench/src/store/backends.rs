@@ -1,14 +1,13 @@
 //! The stores the benchmark compares, each started fresh on disk in a temporary
 //! directory and stopped (processes killed by PID, files removed) when dropped.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use store::etcd::EtcdStore;
+use store::raft::process::ServerProcess;
 use store::raft::{RaftConfig, RaftStore};
 use store::testing::LocalEtcd;
 use store::Store;
@@ -65,8 +64,9 @@ impl Backend {
                 let leader = RaftStore::open(config).await?;
                 let mut followers = Vec::new();
                 if let Backend::RaftThree = self {
+                    let binary = r8s_binary()?;
                     for id in [2, 3] {
-                        followers.push(ServerProcess::start(id, &dir.path().join(format!("server-{id}")), leader.addr())?);
+                        followers.push(ServerProcess::start(&binary, id, dir.path(), Some(leader.addr()), &[])?);
                     }
                     wait_for_voters(&leader, 3).await?;
                 }
@@ -90,41 +90,6 @@ async fn wait_for_voters(store: &RaftStore, voters: usize) -> anyhow::Result<()>
     })
     .await
     .context("the followers did not become voters")
-}
-
-/// An `r8s server` process, killed by PID when dropped.
-struct ServerProcess {
-    child: Child,
-}
-
-impl ServerProcess {
-    fn start(node_id: u64, data_dir: &Path, join: &str) -> anyhow::Result<Self> {
-        let binary = r8s_binary()?;
-        let mut child = Command::new(&binary)
-            .args(["server", "--node-id", &node_id.to_string(), "--raft-addr", "127.0.0.1:0", "--join", join])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("cannot start {}", binary.display()))?;
-        let stdout = child.stdout.take().context("stdout is piped")?;
-        let mut process = ServerProcess { child };
-        let ready = BufReader::new(stdout).lines().map_while(Result::ok).any(|line| line.starts_with("ready"));
-        if !ready {
-            let status = process.child.wait()?;
-            anyhow::bail!("r8s server {node_id} exited before it was ready ({status})");
-        }
-        Ok(process)
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The `r8s` binary built beside this one (`bench/run.sh` builds both).
