@@ -22,7 +22,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use ipnet::Ipv4Net;
 use sha2::{Digest, Sha256};
-use tracing::{debug, info_span, Instrument};
+use tracing::{debug, info_span, warn, Instrument};
 
 use super::hostport::HostPorts;
 use super::ipam::{IpAllocator, IpamError, Lease};
@@ -205,7 +205,7 @@ impl PodNetwork for BridgeNetwork {
                 Err(error) => {
                     // Leave no half-made pod network; the first error is the one to report.
                     if let Err(undo) = self.teardown(&request.sandbox_id, &request.netns).await {
-                        debug!(%undo, "undoing a failed setup failed too");
+                        warn!(%undo, "undoing a failed pod network setup failed too");
                     }
                     Err(error)
                 }
@@ -241,9 +241,8 @@ impl PodNetwork for BridgeNetwork {
     }
 
     async fn garbage_collect(&self, live_sandboxes: &HashSet<String>) -> Result<GcReport, NetworkError> {
-        let live = live_sandboxes.clone();
-        let released_addresses = self.ledger(move |addresses| addresses.retain(|owner| live.contains(owner))).await?;
-
+        // Links and mappings first, addresses last: an address is never free
+        // while a dead pod's interface or mapping could still use it.
         let live_links: HashSet<String> = live_sandboxes.iter().map(|id| host_veth_name(id)).collect();
         let mut removed_links = Vec::new();
         for name in self.inner.node.veths_on(self.inner.bridge_index).await? {
@@ -252,8 +251,18 @@ impl PodNetwork for BridgeNetwork {
             }
         }
 
-        let held: BTreeSet<Ipv4Addr> = self.ledger(|addresses| addresses.allocations()).await?.into_keys().collect();
-        let removed_port_mappings = self.inner.host_ports.remove_where(|target| !held.contains(&target)).await?;
+        let live_addresses: BTreeSet<Ipv4Addr> = self
+            .ledger(|addresses| addresses.allocations())
+            .await?
+            .into_iter()
+            .filter(|(_, owner)| live_sandboxes.contains(owner))
+            .map(|(address, _)| address)
+            .collect();
+        let removed_port_mappings =
+            self.inner.host_ports.remove_where(|target| !live_addresses.contains(&target)).await?;
+
+        let live = live_sandboxes.clone();
+        let released_addresses = self.ledger(move |addresses| addresses.retain(|owner| live.contains(owner))).await?;
         Ok(GcReport { released_addresses, removed_links, removed_port_mappings })
     }
 }
