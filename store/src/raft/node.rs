@@ -169,7 +169,9 @@ impl Node {
                     Err(e @ (CallError::Lost { .. } | CallError::Timeout { .. }))
                         if !retry_when_lost =>
                     {
-                        return Err(unavailable(e))
+                        return Err(StoreError::Unavailable(format!(
+                            "{e}; the write may or may not have been applied"
+                        )));
                     }
                     Err(e) => tracing::debug!("retrying a request to the leader: {e}"),
                 }
