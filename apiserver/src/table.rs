@@ -74,6 +74,32 @@ fn columns(plural: &str) -> Vec<Column> {
             AGE,
             column("Selector", "string", 1),
         ],
+        "daemonsets" => vec![
+            NAME,
+            column("Desired", "integer", 0),
+            column("Current", "integer", 0),
+            column("Ready", "integer", 0),
+            column("Up-to-date", "integer", 0),
+            column("Available", "integer", 0),
+            column("Node Selector", "string", 0),
+            AGE,
+            column("Containers", "string", 1),
+            column("Images", "string", 1),
+            column("Selector", "string", 1),
+        ],
+        "jobs" => vec![
+            NAME,
+            column("Status", "string", 0),
+            column("Completions", "string", 0),
+            column("Duration", "string", 0),
+            AGE,
+            column("Containers", "string", 1),
+            column("Images", "string", 1),
+            column("Selector", "string", 1),
+        ],
+        "leases" => vec![NAME, column("Holder", "string", 0), AGE],
+        "serviceaccounts" => vec![NAME, column("Secrets", "integer", 0), AGE],
+        "endpoints" => vec![NAME, column("Endpoints", "string", 0), AGE],
         "namespaces" => vec![NAME, column("Status", "string", 0), AGE],
         "events" => vec![
             column("Last Seen", "string", 0),
@@ -161,6 +187,32 @@ fn cells(plural: &str, object: &Value) -> Vec<Value> {
             age,
             json!(map_string(&spec["selector"]).unwrap_or_else(|| "<none>".into())),
         ],
+        "daemonsets" => vec![
+            name,
+            int(&status["desiredNumberScheduled"]),
+            int(&status["currentNumberScheduled"]),
+            int(&status["numberReady"]),
+            int(&status["updatedNumberScheduled"]),
+            int(&status["numberAvailable"]),
+            json!(map_string(&spec["template"]["spec"]["nodeSelector"]).unwrap_or_else(|| "<none>".into())),
+            age,
+            json!(container_field(spec, "name")),
+            json!(container_field(spec, "image")),
+            json!(selector(spec)),
+        ],
+        "jobs" => vec![
+            name,
+            json!(job_status(status)),
+            json!(format!("{}/{}", status["succeeded"].as_i64().unwrap_or(0), spec["completions"].as_i64().unwrap_or(1))),
+            json!(job_duration(status)),
+            age,
+            json!(container_field(spec, "name")),
+            json!(container_field(spec, "image")),
+            json!(selector(spec)),
+        ],
+        "leases" => vec![name, json!(spec["holderIdentity"].as_str().unwrap_or("")), age],
+        "serviceaccounts" => vec![name, json!(object["secrets"].as_array().map_or(0, Vec::len)), age],
+        "endpoints" => vec![name, json!(endpoints(object)), age],
         "namespaces" => vec![name, json!(status["phase"].as_str().unwrap_or("Active")), age],
         "events" => {
             let last = object["lastTimestamp"].as_str().or(object["eventTime"].as_str()).or(object["metadata"]["creationTimestamp"].as_str());
@@ -207,6 +259,50 @@ fn pod_status(pod: &Value) -> String {
         }
     }
     reason
+}
+
+/// A job's STATUS: its finished condition, else Suspended or Running.
+fn job_status(status: &Value) -> &'static str {
+    let conditions = status["conditions"].as_array().cloned().unwrap_or_default();
+    let holds = |kind: &str| conditions.iter().any(|c| c["type"] == kind && c["status"] == "True");
+    if holds("Complete") {
+        "Complete"
+    } else if holds("Failed") {
+        "Failed"
+    } else if holds("FailureTarget") {
+        "FailureTarget"
+    } else if holds("Suspended") {
+        "Suspended"
+    } else {
+        "Running"
+    }
+}
+
+fn job_duration(status: &Value) -> String {
+    let parse = |field: &str| status[field].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+    let Some(start) = parse("startTime") else { return String::new() };
+    let end = parse("completionTime").map_or_else(chrono::Utc::now, |t| t.with_timezone(&chrono::Utc));
+    human_duration((end - start.with_timezone(&chrono::Utc)).num_seconds().max(0))
+}
+
+/// `10.0.0.5:80,10.0.0.6:80`, as kubectl shows Endpoints (at most three, then `+ N more...`).
+fn endpoints(object: &Value) -> String {
+    let mut all = Vec::new();
+    for subset in object["subsets"].as_array().into_iter().flatten() {
+        let ports: Vec<i64> = subset["ports"].as_array().into_iter().flatten().filter_map(|p| p["port"].as_i64()).collect();
+        for address in subset["addresses"].as_array().into_iter().flatten() {
+            let ip = address["ip"].as_str().unwrap_or("");
+            if ports.is_empty() {
+                all.push(ip.to_string());
+            }
+            all.extend(ports.iter().map(|port| format!("{ip}:{port}")));
+        }
+    }
+    match all.len() {
+        0 => "<none>".into(),
+        1..=3 => all.join(","),
+        n => format!("{} + {} more...", all[..3].join(","), n - 3),
+    }
 }
 
 fn node_status(node: &Value) -> String {
@@ -421,6 +517,24 @@ mod tests {
         assert_eq!(cells[3], "3");
         assert_eq!(cells[5], "10.0.0.5");
         assert_eq!(cells[6], "n1");
+    }
+
+    #[test]
+    fn every_row_fills_its_columns() {
+        let empty = json!({"metadata": {"name": "x"}});
+        for plural in ["pods", "deployments", "replicasets", "daemonsets", "jobs", "nodes", "services", "namespaces",
+            "events", "configmaps", "secrets", "leases", "serviceaccounts", "endpoints", "others"] {
+            assert_eq!(cells(plural, &empty).len(), columns(plural).len(), "{plural}");
+        }
+    }
+
+    #[test]
+    fn endpoints_and_jobs() {
+        let endpoints_object = json!({"subsets": [{"addresses": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}], "ports": [{"port": 80}, {"port": 443}]}]});
+        assert_eq!(endpoints(&endpoints_object), "10.0.0.1:80,10.0.0.1:443,10.0.0.2:80 + 1 more...");
+        assert_eq!(job_status(&json!({"conditions": [{"type": "Complete", "status": "True"}]})), "Complete");
+        assert_eq!(job_status(&json!({})), "Running");
+        assert_eq!(job_duration(&json!({"startTime": "2020-01-01T00:00:00Z", "completionTime": "2020-01-01T00:00:30Z"})), "30s");
     }
 
     #[test]

@@ -205,3 +205,25 @@ async fn slow_watchers_are_dropped() {
     assert!(dropped, "a watcher that never reads was kept");
     drop(stalled);
 }
+
+#[tokio::test]
+async fn watch_lists_end_their_initial_events_with_a_marked_bookmark() {
+    let server = start().await;
+    server.post(PODS, pod("a")).await;
+    server.post(PODS, pod("b")).await;
+    let mut watch = Watch::open(
+        &server,
+        "sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true",
+        "application/json",
+    )
+    .await;
+    let first = watch.next().await.unwrap();
+    let second = watch.next().await.unwrap();
+    assert_eq!((first["type"].as_str().unwrap(), second["type"].as_str().unwrap()), ("ADDED", "ADDED"));
+    let end = watch.next().await.unwrap();
+    assert_eq!(end["type"], "BOOKMARK");
+    assert_eq!(end["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"], "true");
+    server.post(PODS, pod("c")).await;
+    let live = watch.next_change().await;
+    assert_eq!((live["type"].as_str().unwrap(), name(&live)), ("ADDED", "c"));
+}

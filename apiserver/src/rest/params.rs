@@ -24,6 +24,9 @@ pub struct Params {
     pub resource_version_match: Option<String>,
     pub timeout_seconds: Option<u64>,
     pub allow_watch_bookmarks: bool,
+    /// A "watch list": the current state as ADDED events, then a bookmark
+    /// annotated `k8s.io/initial-events-end`.
+    pub send_initial_events: bool,
     pub dry_run: bool,
     pub field_validation: FieldValidation,
     pub grace_period_seconds: Option<i64>,
@@ -48,12 +51,13 @@ impl Params {
                 "resourceVersionMatch" => params.resource_version_match = Some(value).filter(|v| !v.is_empty()),
                 "timeoutSeconds" => params.timeout_seconds = Some(parse_number(&key, &value)?),
                 "allowWatchBookmarks" => params.allow_watch_bookmarks = parse_bool(&key, &value)?,
+                "sendInitialEvents" => params.send_initial_events = parse_bool(&key, &value)?,
                 "dryRun" => params.dry_run = parse_dry_run(&value)?,
                 "fieldValidation" => params.field_validation = parse_field_validation(&value)?,
                 "gracePeriodSeconds" => params.grace_period_seconds = Some(parse_number(&key, &value)?),
                 "propagationPolicy" => params.propagation_policy = Some(value),
                 "includeObject" => params.include_object = Some(value),
-                // fieldManager, pretty, timeout, orphanDependents, sendInitialEvents, ...:
+                // fieldManager, pretty, timeout, orphanDependents, ...:
                 // accepted and not needed.
                 _ => {}
             }

@@ -68,6 +68,19 @@ impl Encoder {
         });
         self.line("BOOKMARK", object)
     }
+
+    /// The bookmark that ends the initial events of a watch list.
+    fn initial_events_end(&self, revision: Revision) -> Option<bytes::Bytes> {
+        let object = json!({
+            "kind": self.resource.kind,
+            "apiVersion": self.resource.api_version(),
+            "metadata": {
+                "resourceVersion": revision.to_string(),
+                "annotations": {"k8s.io/initial-events-end": "true"},
+            },
+        });
+        self.line("BOOKMARK", object)
+    }
 }
 
 pub async fn watch(mut request: ApiRequest) -> ApiResult<Response> {
@@ -82,10 +95,12 @@ pub async fn watch(mut request: ApiRequest) -> ApiResult<Response> {
         ),
     };
 
-    // Without a resourceVersion a watch starts with the current state as ADDED.
+    // Without a resourceVersion, or with sendInitialEvents (a "watch list"), a
+    // watch starts with the current state as ADDED.
+    let send_initial = request.params.send_initial_events;
     let (initial, start) = match requested {
-        Some(revision) => (Vec::new(), revision),
-        None => {
+        Some(revision) if !send_initial => (Vec::new(), revision),
+        _ => {
             let params = request.params.clone();
             request.params.limit = None;
             request.params.continue_token = None;
@@ -111,11 +126,18 @@ pub async fn watch(mut request: ApiRequest) -> ApiResult<Response> {
     tokio::spawn(async move {
         let _guard = guard;
         let pump = Pump { encoder, sender, last_revision: start, grace: state.config.slow_watcher_grace };
-        pump.run(initial, stream, timeout, bookmarks).await;
+        pump.run(Initial { objects: initial, end_marker: send_initial }, stream, timeout, bookmarks).await;
     });
 
     let body = Body::from_stream(ReceiverStream::new(receiver).map(Ok::<_, Infallible>));
     Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// What a watch sends before live events.
+struct Initial {
+    objects: Vec<Value>,
+    /// Ends them with the bookmark a "watch list" client waits for.
+    end_marker: bool,
 }
 
 /// Moves events from the store to one client.
@@ -139,15 +161,18 @@ impl Pump {
 
     async fn run(
         mut self,
-        initial: Vec<Value>,
+        initial: Initial,
         stream: Result<WatchStream, ApiError>,
         timeout: Option<Duration>,
         bookmarks: Option<Duration>,
     ) {
-        for object in initial {
+        for object in initial.objects {
             if !self.send(self.encoder.line("ADDED", object)).await {
                 return;
             }
+        }
+        if initial.end_marker && !self.send(self.encoder.initial_events_end(self.last_revision)).await {
+            return;
         }
         let mut stream = match stream {
             Ok(stream) => stream,
