@@ -1,10 +1,12 @@
 //! `r8s`: the one binary. Each subcommand lives in its own module and only wires
 //! a library crate to the command line.
 
+mod control;
 mod image_cmd;
 mod runtime_cmd;
 mod runtime_serve;
 mod server;
+mod sim;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +25,10 @@ enum Command {
     Runtime(runtime_cmd::RuntimeArgs),
     /// Manage the runtime's image store.
     Image(image_cmd::ImageArgs),
+    /// Run the scheduler and the controllers against an API server.
+    Control(control::ControlArgs),
+    /// Run hollow (simulated) nodes against an API server.
+    Sim(sim::SimArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -31,6 +37,8 @@ fn main() -> anyhow::Result<()> {
         Command::Server(args) => server::run(args),
         Command::Runtime(args) => runtime_cmd::run(args),
         Command::Image(args) => image_cmd::run(args),
+        Command::Control(args) => control::run(args),
+        Command::Sim(args) => sim::run(args),
     }
 }
 
