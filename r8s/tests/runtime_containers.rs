@@ -266,3 +266,56 @@ fn the_cli_runs_an_image_and_passes_the_exit_code() {
     assert!(env.runtime.list().unwrap().is_empty());
     drop(env.store.list().unwrap());
 }
+
+#[test]
+fn a_user_namespace_maps_root_to_an_unprivileged_host_user() {
+    let env = TestEnv::new();
+    let mut spec = env.spec("userns", &sh("id -u; cat /proc/self/uid_map; touch /created; ls -ln /created"));
+    let linux = spec.oci.linux_mut().as_mut().unwrap();
+    let mut namespaces = linux.namespaces().clone().unwrap();
+    namespaces.push(serde_json::from_value(serde_json::json!({ "type": "user" })).unwrap());
+    linux.set_namespaces(Some(namespaces));
+    let map = serde_json::json!([{ "containerID": 0, "hostID": 100000, "size": 65536 }]);
+    linux.set_uid_mappings(Some(serde_json::from_value(map.clone()).unwrap()));
+    linux.set_gid_mappings(Some(serde_json::from_value(map).unwrap()));
+    let id = spec.id.clone();
+    env.runtime.create(spec).unwrap();
+    let upper = env.runtime.config().state_root.join(&id).join("upper");
+    env.runtime.start(&id).unwrap();
+    let exit = env.runtime.wait(&id).unwrap();
+    let out = env.output(&id);
+    assert_eq!(exit.code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    assert_eq!(lines[0], "0", "{out}");
+    assert!(lines[1].split_whitespace().eq(["0", "100000", "65536"]), "{out}");
+    // The file the container's root made belongs to the mapped host user.
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(upper.join("created")).unwrap().uid(), 100000);
+    env.runtime.delete(&id, false).unwrap();
+}
+
+#[test]
+fn exec_with_a_terminal_and_pause_resume_with_stats() {
+    let env = TestEnv::new();
+    let mut spec = env.spec("term", &["/bin/sleep", "1000"]);
+    spec.oci.linux_mut().as_mut().unwrap().set_resources(Some(resources(Some(64 << 20), None, Some(50))));
+    env.runtime.create(spec).unwrap();
+    env.runtime.start("term").unwrap();
+
+    let exec = runtime::ExecSpec { args: vec!["/bin/tty".into()], tty: true, ..Default::default() };
+    let out = env.runtime.exec_command("term", &exec).unwrap().stdin(Stdio::null()).output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("/dev/pts/"), "{out:?}");
+
+    let stats = env.runtime.stats("term").unwrap();
+    assert_eq!(stats.memory_limit_bytes, Some(64 << 20));
+    assert!(stats.pids_current >= 1 && stats.memory_usage_bytes > 0, "{stats:?}");
+
+    env.runtime.set_paused("term", true).unwrap();
+    let freezer = env.cgroup_dirs("term").into_iter().find(|d| d.starts_with("/sys/fs/cgroup/freezer")).unwrap();
+    assert_eq!(std::fs::read_to_string(freezer.join("freezer.state")).unwrap().trim(), "FROZEN");
+    env.runtime.set_paused("term", false).unwrap();
+    assert_eq!(std::fs::read_to_string(freezer.join("freezer.state")).unwrap().trim(), "THAWED");
+    env.runtime.stop("term", Signal::SIGKILL, Duration::from_secs(5)).unwrap();
+    env.runtime.delete("term", false).unwrap();
+}

@@ -34,6 +34,8 @@ pub enum RuntimeError {
     WrongState { id: String, status: Status, wanted: &'static str },
     #[error("creating container {id}: {reason}")]
     Create { id: String, reason: String, not_found: bool },
+    #[error("starting container {id}: {reason}")]
+    Start { id: String, reason: String },
     #[error("the shim of container {0} died without recording an exit")]
     ShimDied(String),
     #[error("{what}: {source}")]
@@ -230,7 +232,9 @@ impl Runtime {
                 }
             }
             if nix::sys::signal::kill(init, None).is_err() {
-                return Err(RuntimeError::WrongState { id: id.into(), status: Status::Stopped, wanted: "cannot start" });
+                let exit = self.wait(id)?;
+                let reason = exit.reason.unwrap_or_else(|| format!("its init exited with code {}", exit.code));
+                return Err(RuntimeError::Start { id: id.into(), reason });
             }
         }
         std::fs::remove_file(state.start_fifo()).map_err(io("removing the start FIFO"))

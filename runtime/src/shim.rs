@@ -123,6 +123,7 @@ fn supervise(state: &StateDir, reply: &mut Sender<CreateReply>) -> Result<(), Se
     }
     nix::unistd::mkfifo(&state.start_fifo(), nix::sys::stat::Mode::from_bits_truncate(0o600))
         .map_err(sys("creating the start FIFO"))?;
+    give_to_container_root(&bundle, &[state.upper(), state.work(), state.start_fifo()])?;
     let Stdio { container, log } = stdio(&bundle.spec.output)?;
     let launched = executor::launch(Launch {
         spec: &bundle.spec,
@@ -146,6 +147,23 @@ fn supervise(state: &StateDir, reply: &mut Sender<CreateReply>) -> Result<(), Se
     }
     let exit = wait_for_exit(launched.init, launched.messages, log, cgroups.as_ref(), &bundle.cgroup_path)?;
     state::write_json(&state.exit_file(), &exit).map_err(io("writing exit.json"))
+}
+
+/// In a user namespace the container's root is an unprivileged host user:
+/// it gets the files it must write (the overlay's upper and work
+/// directories, the start FIFO).
+fn give_to_container_root(bundle: &Bundle, paths: &[std::path::PathBuf]) -> Result<(), SetupError> {
+    let Some(linux) = bundle.spec.oci.linux().as_ref() else { return Ok(()) };
+    let host_id = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        maps.iter().flatten().find(|m| m.container_id() == 0).map(|m| m.host_id())
+    };
+    let (Some(uid), Some(gid)) = (host_id(linux.uid_mappings()), host_id(linux.gid_mappings())) else {
+        return Ok(());
+    };
+    for path in paths {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(io("giving files to the container's root"))?;
+    }
+    Ok(())
 }
 
 /// Copies output into the log until the init exits, then reaps it.
