@@ -1,6 +1,7 @@
 //! `r8s`: the one binary. Each subcommand lives in its own module and only wires
 //! a library crate to the command line.
 
+mod agent;
 mod control;
 mod image_cmd;
 mod runtime_cmd;
@@ -29,6 +30,8 @@ enum Command {
     Control(control::ControlArgs),
     /// Run hollow (simulated) nodes against an API server.
     Sim(sim::SimArgs),
+    /// Run the node agent: join the cluster and run this node's pods.
+    Agent(agent::AgentArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,6 +42,7 @@ fn main() -> anyhow::Result<()> {
         Command::Image(args) => image_cmd::run(args),
         Command::Control(args) => control::run(args),
         Command::Sim(args) => sim::run(args),
+        Command::Agent(args) => agent::run(args),
     }
 }
 
