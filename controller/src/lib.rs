@@ -7,6 +7,7 @@ pub mod deployment;
 pub mod endpoints;
 pub mod gc;
 pub mod hollow;
+pub mod job;
 pub mod manager;
 pub mod nodelifecycle;
 pub mod pods;

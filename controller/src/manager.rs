@@ -6,6 +6,7 @@ use crate::context::Context;
 use crate::deployment::DeploymentController;
 use crate::endpoints::EndpointsController;
 use crate::gc::GarbageCollector;
+use crate::job::JobController;
 use crate::nodelifecycle::{self, NodeLifecycleController};
 use crate::replicaset::ReplicaSetController;
 
@@ -30,6 +31,7 @@ pub async fn run(client: Client, settings: Settings) {
     let deployments = DeploymentController::new(ctx.clone());
     let collector = GarbageCollector::new(ctx.clone());
     let endpoints = EndpointsController::new(ctx.clone());
+    let jobs = JobController::new(ctx.clone());
     let lifecycle = NodeLifecycleController::new(ctx.clone(), settings.node_lifecycle.clone());
     let _watches = client::AbortOnDrop(ctx.informers.start(&client));
     ctx.informers.wait_synced().await;
@@ -39,6 +41,7 @@ pub async fn run(client: Client, settings: Settings) {
         deployments.run(settings.workers),
         collector.run(settings.workers),
         endpoints.run(settings.workers),
+        jobs.run(settings.workers),
         lifecycle.run(),
     );
 }
