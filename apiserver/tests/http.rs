@@ -345,6 +345,10 @@ async fn namespaces_terminate_with_their_contents() {
     assert_eq!(created.body["spec"]["finalizers"], json!(["kubernetes"]));
     assert_eq!(created.body["status"]["phase"], "Active");
     assert_eq!(server.post("/api/v1/namespaces/team/pods", pod("x")).await.code, 201);
+    let protected = server.delete("/api/v1/namespaces/default", None).await;
+    assert_eq!(protected.code, 403);
+    assert_eq!(protected.body["message"], "namespaces \"default\" is forbidden: this namespace may not be deleted");
+    assert_eq!(server.delete("/api/v1/namespaces", None).await.code, 405, "namespaces have no deletecollection");
     let deleting = server.delete("/api/v1/namespaces/team", None).await;
     assert_eq!(deleting.code, 200);
     assert_eq!(deleting.body["status"]["phase"], "Terminating");
@@ -575,4 +579,52 @@ async fn services_get_cluster_ips_and_node_ports() {
     };
     assert_eq!(held("/registry/ranges/serviceips/").await, 3);
     assert_eq!(held("/registry/ranges/servicenodeports/").await, 2);
+}
+
+#[tokio::test]
+async fn bad_input_is_an_error_never_a_crash() {
+    let server = start().await;
+    server.post(PODS, pod("web")).await;
+    server.post(DEPLOYMENTS, deployment("web", 1)).await;
+    let bodies = [
+        json!(null),
+        json!(42),
+        json!("text"),
+        json!([1, 2]),
+        json!({"metadata": "nope"}),
+        json!({"metadata": {"name": 7}}),
+        json!({"metadata": {"name": "web", "labels": "x"}, "spec": []}),
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"}, "spec": {"containers": "many"}}),
+        json!({"spec": {"replicas": {"deep": [null, {"x": []}]}}}),
+        json!([{"op": "explode"}]),
+        json!({"$patch": "delete"}),
+        json!({"spec": {"containers": [{"$patch": "delete"}]}}),
+        json!({"status": null, "metadata": {"finalizers": "x"}}),
+    ];
+    let paths = [
+        PODS.to_string(),
+        format!("{PODS}/web"),
+        format!("{PODS}/web/status"),
+        format!("{PODS}/web/binding"),
+        format!("{DEPLOYMENTS}/web/scale"),
+        "/api/v1/namespaces".to_string(),
+    ];
+    let content_types = ["application/json", "application/merge-patch+json", "application/strategic-merge-patch+json", "application/json-patch+json", "application/yaml"];
+    for path in &paths {
+        for body in &bodies {
+            for method in ["POST", "PUT", "PATCH", "DELETE"] {
+                for content_type in content_types {
+                    let reply = server.call(method, path, content_type, Some(body.clone())).await;
+                    assert!(reply.code < 500, "{method} {path} {content_type} {body}: {} {}", reply.code, reply.body);
+                    assert!(reply.body["kind"].as_str().is_some(), "{method} {path}: {}", reply.body);
+                }
+            }
+        }
+    }
+    for query in ["?labelSelector=a%20in%20(", "?fieldSelector==", "?continue=%00", "?resourceVersion=x", "?watch=maybe", "?timeoutSeconds=-1", "?limit=-5"] {
+        let reply = server.get(&format!("{PODS}{query}")).await;
+        assert_eq!(reply.code, 400, "{query}: {}", reply.body);
+    }
+    // Still serving.
+    assert_eq!(server.post(PODS, pod("after")).await.code, 201);
 }

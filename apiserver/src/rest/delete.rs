@@ -21,6 +21,8 @@ const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
 /// Pods whose spec says nothing wait this long, as in Kubernetes.
 const DEFAULT_POD_GRACE_SECONDS: i64 = 30;
 const DELETE_ATTEMPTS: usize = 5;
+/// Namespaces Kubernetes refuses to delete.
+const PROTECTED_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
 
 /// `DeleteOptions`, from the body or the query.
 #[derive(Debug, Default, Deserialize)]
@@ -125,6 +127,9 @@ async fn delete_one(
         _ => 0,
     };
     let is_namespace = resource.kind == "Namespace";
+    if is_namespace && PROTECTED_NAMESPACES.contains(&name.as_str()) {
+        return Err(UpdateError::Api(ApiError::forbidden(&resource.qualified(), &name, "this namespace may not be deleted")));
+    }
     if objects::is_deleting(&current) {
         // Only a forced delete (grace 0) hurries an object already on its way out.
         let forced = options.grace_period_seconds == Some(0) && finalizers.is_empty() && !is_namespace;

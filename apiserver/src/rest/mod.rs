@@ -206,6 +206,10 @@ async fn dispatch(verb: &str, request: ApiRequest) -> ApiResult<Response> {
     if !target.resource.namespaced && target.namespace.is_some() {
         return Err(ApiError::no_route("namespaced path for a cluster-scoped resource"));
     }
+    let main_verb_unsupported = target.subresource.is_none() && !target.resource.supports(verb);
+    if main_verb_unsupported {
+        return Err(ApiError::method_not_allowed(&resource, verb));
+    }
     match (verb, target.subresource.as_deref()) {
         ("get", None | Some("status")) => read::get(request).await,
         ("list", None) => read::list(request).await,
