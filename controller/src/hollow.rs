@@ -4,6 +4,11 @@
 //! delay; a pod being deleted is let go at once). They talk only through the API,
 //! like real agents, so scheduling and control can be tested and measured with
 //! thousands of nodes in one process. Many hollow nodes share one watch of pods.
+//!
+//! Pods that do not restart (`restartPolicy: Never` or `OnFailure`) run to
+//! completion instead: after the delay they end Succeeded, or Failed when the
+//! annotation `hollow.r8s.io/exit-code` is not 0 (with `Never`), so Jobs can be
+//! exercised too.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -321,7 +326,11 @@ impl Shared {
             return Ok(Requeue::After(self.settings.ready_delay - waited));
         }
         let index = self.names.iter().position(|n| *n == node).unwrap_or(0);
-        let patch = Patch::Merge(json!({ "status": running_status(&pod, &fake_ip(10, index), &pod_ip(key)) }));
+        let mut status = running_status(&pod, &fake_ip(10, index), &pod_ip(key));
+        if let Some(exit_code) = exit_code(&pod) {
+            finish(&mut status, exit_code);
+        }
+        let patch = Patch::Merge(json!({ "status": status }));
         match api.patch_status(&pod.name_any(), &PatchParams::default(), &patch).await {
             Err(error) if !is_not_found(&error) => Err(Error::from(error)),
             _ => Ok(Requeue::No),
@@ -365,6 +374,38 @@ fn running_status(pod: &Pod, host_ip: &str, pod_ip: &str) -> serde_json::Value {
         "startTime": now,
         "containerStatuses": containers,
     })
+}
+
+pub const EXIT_CODE_ANNOTATION: &str = "hollow.r8s.io/exit-code";
+
+/// For pods that run to completion, the exit code their containers end with.
+fn exit_code(pod: &Pod) -> Option<i32> {
+    let policy = pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()).unwrap_or("Always");
+    if policy == "Always" {
+        return None;
+    }
+    let code = pod.annotations().get(EXIT_CODE_ANNOTATION).and_then(|c| c.parse().ok()).unwrap_or(0);
+    // OnFailure would restart a failing container; only Never lets the pod fail.
+    Some(if policy == "OnFailure" { 0 } else { code })
+}
+
+/// Turns a running status into a finished one.
+fn finish(status: &mut serde_json::Value, exit_code: i32) {
+    status["phase"] = json!(if exit_code == 0 { "Succeeded" } else { "Failed" });
+    let now = client::time::now();
+    if let Some(containers) = status["containerStatuses"].as_array_mut() {
+        for container in containers {
+            container["ready"] = json!(false);
+            container["started"] = json!(false);
+            container["state"] = json!({ "terminated": { "exitCode": exit_code, "reason": if exit_code == 0 { "Completed" } else { "Error" }, "finishedAt": now } });
+        }
+    }
+    if let Some(conditions) = status["conditions"].as_array_mut() {
+        for condition in conditions.iter_mut().filter(|c| c["type"] == "Ready" || c["type"] == "ContainersReady") {
+            condition["status"] = json!("False");
+            condition["reason"] = json!("PodCompleted");
+        }
+    }
 }
 
 /// `<first>.x.y.z` for the `index`-th node.
