@@ -137,7 +137,7 @@ fn follow(server: Server, found: Found, mut offset: u64, options: LogOptions, fi
             }
             if grown.is_empty() {
                 checks += 1;
-                if checks % 5 == 0 && !still_running(&server.cri, &found.id).await {
+                if checks.is_multiple_of(5) && !still_running(&server.cri, &found.id).await {
                     let rest = read_from(&found.log_path, &mut offset).await;
                     pending.push_str(&rest);
                     let _ = sender.send(Bytes::from(logs::render(&pending, &unlimited, client::time::now().0))).await;

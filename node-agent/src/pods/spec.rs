@@ -118,7 +118,7 @@ pub fn linux_resources(container: &Container) -> Result<cri::LinuxContainerResou
     let cpu_limit = get(&resources.limits, "cpu")?;
     let memory_limit = get(&resources.limits, "memory")?;
     // A limit without a request requests the limit (the API defaults it so too).
-    let request_millis = cpu_request.or(cpu_limit.clone()).map_or(0, |q| q.milli_value());
+    let request_millis = cpu_request.or(cpu_limit).map_or(0, |q| q.milli_value());
     let cpu_shares = (request_millis * 1024 / 1000).max(MIN_SHARES);
     let cpu_quota = cpu_limit.map_or(0, |limit| (limit.milli_value() * CPU_PERIOD / 1000).max(MIN_QUOTA));
     Ok(cri::LinuxContainerResources {

@@ -327,14 +327,14 @@ mod tests {
         let done = status_of(&Observed { current: Some(instance(RunState::Exited, 0, 0)), ..Default::default() });
         let failed = status_of(&Observed { current: Some(instance(RunState::Exited, 2, 0)), ..Default::default() });
         let creating = status_of(&Observed::default());
-        assert_eq!(phase("Always", &[], &[creating.clone()]), "Pending");
+        assert_eq!(phase("Always", &[], std::slice::from_ref(&creating)), "Pending");
         assert_eq!(phase("Always", &[], &[running.clone(), done.clone()]), "Running");
-        assert_eq!(phase("Never", &[], &[done.clone()]), "Succeeded");
+        assert_eq!(phase("Never", &[], std::slice::from_ref(&done)), "Succeeded");
         assert_eq!(phase("Never", &[], &[done.clone(), failed.clone()]), "Failed");
-        assert_eq!(phase("OnFailure", &[], &[failed.clone()]), "Running");
-        assert_eq!(phase("Always", &[creating.clone()], &[creating.clone()]), "Pending");
-        assert_eq!(phase("Never", &[failed.clone()], &[creating.clone()]), "Failed");
-        assert_eq!(phase("Always", &[done.clone()], &[running]), "Running");
+        assert_eq!(phase("OnFailure", &[], std::slice::from_ref(&failed)), "Running");
+        assert_eq!(phase("Always", std::slice::from_ref(&creating), std::slice::from_ref(&creating)), "Pending");
+        assert_eq!(phase("Never", std::slice::from_ref(&failed), std::slice::from_ref(&creating)), "Failed");
+        assert_eq!(phase("Always", std::slice::from_ref(&done), &[running]), "Running");
         let terminated = done.state.unwrap().terminated.unwrap();
         assert_eq!(terminated.reason.as_deref(), Some("Completed"));
     }

@@ -280,9 +280,7 @@ impl PodWorker {
             let full_name = spec::pod_full_name(pod);
             let message = format!("back-off {}s restarting failed container={} pod={full_name}", backoff.delay().as_secs(), container.name);
             self.waiting.insert(container.name.clone(), Waiting::new("CrashLoopBackOff", message));
-            let due = self.backoff_events.get(&container.name).is_none_or(|at| at.elapsed() >= BACKOFF_EVENT_EVERY);
-            if due {
-                self.backoff_events.insert(container.name.clone(), Instant::now());
+            if self.backoff_event_due(container.name.clone()) {
                 events.container(&container.name, EventType::Warning, "BackOff", format!("Back-off restarting failed container {} in pod {full_name}", container.name));
             }
             let wake = self.wake.clone();
@@ -303,13 +301,12 @@ impl PodWorker {
         let name = container.name.clone();
         let Some(image_ref) = self.ensure_image(container, events).await? else { return Ok(()) };
         let sources = sources::fetch(&self.ctx.client, pod, self.ctx.allocatable()).await?;
-        let config_error = |this: &mut Self, message: String| {
-            events.container(&name, EventType::Warning, "Failed", format!("Error: {message}"));
-            this.waiting.insert(name.clone(), Waiting::new("CreateContainerConfigError", message));
-        };
         let env = match env::container_env(pod, container, &sources) {
             Ok(env) => env,
-            Err(error) => return Ok(config_error(self, error.to_string())),
+            Err(error) => {
+                self.config_error(events, &name, error.to_string());
+                return Ok(());
+            }
         };
         let volume_paths = match volumes::set_up(&self.ctx.root_dir, pod, &sources) {
             Ok(paths) => paths,
@@ -321,7 +318,10 @@ impl PodWorker {
         };
         let mounts = match volumes::mounts(container, &volume_paths) {
             Ok(mounts) => mounts,
-            Err(error) => return Ok(config_error(self, error.to_string())),
+            Err(error) => {
+                self.config_error(events, &name, error.to_string());
+                return Ok(());
+            }
         };
         let (user, process) = self.image_facts(&image_ref).await?;
         let env_map: HashMap<String, String> = env.iter().cloned().collect();
@@ -335,7 +335,10 @@ impl PodWorker {
         let inputs = ContainerInputs { command, args, env, mounts, restart_count, image_ref };
         let config = match spec::container_config(pod, container, inputs, &user) {
             Ok(config) => config,
-            Err(error) => return Ok(config_error(self, error.to_string())),
+            Err(error) => {
+                self.config_error(events, &name, error.to_string());
+                return Ok(());
+            }
         };
         let sandbox_config = self.sandbox_config.clone().unwrap_or_else(|| spec::sandbox_config(pod, &self.ctx.log_dir, 0));
         let mut runtime = self.ctx.cri.runtime.clone();
@@ -368,6 +371,23 @@ impl PodWorker {
         Ok(())
     }
 
+    /// A container whose config cannot be made waits with
+    /// `CreateContainerConfigError` (and the event says why).
+    fn config_error(&mut self, events: &PodEvents, name: &str, message: String) {
+        events.container(name, EventType::Warning, "Failed", format!("Error: {message}"));
+        self.waiting.insert(name.to_string(), Waiting::new("CreateContainerConfigError", message));
+    }
+
+    /// Whether a back-off event about `key` is due (they repeat every 30 s, not
+    /// on every sync).
+    fn backoff_event_due(&mut self, key: String) -> bool {
+        let due = self.backoff_events.get(&key).is_none_or(|at| at.elapsed() >= BACKOFF_EVENT_EVERY);
+        if due {
+            self.backoff_events.insert(key, Instant::now());
+        }
+        due
+    }
+
     /// The image per `imagePullPolicy`; `None` while the container must wait
     /// (pull failed, in back-off, or absent under `Never`).
     async fn ensure_image(&mut self, container: &Container, events: &PodEvents) -> Result<Option<String>, SyncError> {
@@ -376,7 +396,9 @@ impl PodWorker {
         let now = SystemTime::now();
         if self.pull_backoff.get(&name).and_then(|b| b.remaining(now)).is_some() {
             let message = format!("Back-off pulling image {image:?}");
-            events.container(&name, EventType::Normal, "BackOff", message.clone());
+            if self.backoff_event_due(format!("pull:{name}")) {
+                events.container(&name, EventType::Normal, "BackOff", message.clone());
+            }
             self.waiting.insert(name, Waiting::new("ImagePullBackOff", message));
             return Ok(None);
         }
@@ -575,4 +597,19 @@ pub fn image_process(info: &str) -> Option<ImageProcess> {
         config.get(key).and_then(|v| v.as_array()).map(|items| items.iter().filter_map(|i| i.as_str().map(str::to_string)).collect()).unwrap_or_default()
     };
     Some(ImageProcess { entrypoint: list("Entrypoint"), cmd: list("Cmd") })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_containerd_style_image_info() {
+        let info = r#"{"imageSpec": {"config": {"Entrypoint": ["/docker-entrypoint.sh"], "Cmd": ["nginx", "-g", "daemon off;"]}}}"#;
+        let process = image_process(info).unwrap();
+        assert_eq!(process.entrypoint, ["/docker-entrypoint.sh"]);
+        assert_eq!(process.cmd, ["nginx", "-g", "daemon off;"]);
+        assert_eq!(image_process("{}"), None);
+        assert_eq!(image_process("not json"), None);
+    }
 }
