@@ -1,6 +1,7 @@
 //! `r8s-bench`: each subcommand measures one part of r8s beside its peers, in the
 //! same run, and prints one table (Markdown, ready for BENCHMARKS.md).
 
+mod cri;
 mod runtime;
 mod scheduler;
 mod stats;
@@ -21,6 +22,8 @@ enum Command {
     Store(store::StoreBenchArgs),
     /// Container create/start/wait/delete: r8s vs runc vs crun.
     Runtime(runtime::RuntimeBenchArgs),
+    /// CRI: RunPodSandbox to a started container, 1 and 50 pods, with and without networking.
+    Cri(cri::CriBenchArgs),
     /// Pods scheduled and bound per second, and a big Deployment's rollout, on hollow nodes.
     Scheduler(scheduler::SchedulerBenchArgs),
 }
@@ -29,6 +32,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Store(args) => store::run(args),
         Command::Runtime(args) => runtime::run(args),
+        Command::Cri(args) => cri::run(args),
         Command::Scheduler(args) => scheduler::run(args),
     }
 }

@@ -69,6 +69,7 @@ pub async fn connect(socket: &Path) -> Result<Channel, tonic::transport::Error> 
 }
 
 /// Both CRI clients over one channel.
+#[derive(Clone)]
 pub struct CriClient {
     pub runtime: RuntimeServiceClient<Channel>,
     pub images: ImageServiceClient<Channel>,

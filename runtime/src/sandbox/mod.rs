@@ -395,7 +395,7 @@ impl Sandboxes {
                 crate::network::netns::remove_pinned(netns)?;
             }
             runtime.cgroups().remove(&record.pause_cgroup())?;
-            runtime.cgroups().remove(&record.cgroup_parent)?;
+            remove_pod_cgroup(&runtime, &record.cgroup_parent)?;
             // The record goes first: a removal cut short leaves a half-made
             // sandbox, which the next start cleans up.
             std::fs::remove_file(dir.join(RECORD)).map_err(io("removing the sandbox record"))?;
@@ -426,6 +426,19 @@ impl Sandboxes {
             }
         }
         Ok(())
+    }
+}
+
+/// Removes the pod cgroup. Right after its last processes were killed, the
+/// kernel can report it busy for a while (seen under load with cgroup v1,
+/// beyond the second the cgroup code itself waits), so this waits longer.
+fn remove_pod_cgroup(runtime: &Runtime, path: &Path) -> Result<()> {
+    let mut attempts = 0;
+    loop {
+        match runtime.cgroups().remove(path) {
+            Err(CgroupError::Io { source, .. }) if source.raw_os_error() == Some(libc::EBUSY) && attempts < 10 => attempts += 1,
+            other => return Ok(other?),
+        }
     }
 }
 
