@@ -48,6 +48,8 @@ pub struct AppState {
     pub registry: Registry,
     pub metrics: Arc<Metrics>,
     pub config: Config,
+    /// For what the server proxies to node agents (`pods/log`).
+    pub http: reqwest::Client,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -60,7 +62,7 @@ const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-node-lease"
 pub fn router(store: Arc<dyn Store>, config: Config) -> Router {
     let metrics = Arc::new(Metrics::default());
     let store: Arc<dyn Store> = Arc::new(TimedStore { inner: store, metrics: metrics.clone() });
-    let state = Arc::new(AppState { store, registry: model::registry(), metrics, config });
+    let state = Arc::new(AppState { store, registry: model::registry(), metrics, config, http: reqwest::Client::new() });
     Router::new()
         .route("/version", get(version))
         .route("/healthz", get(ok))

@@ -218,6 +218,17 @@ impl ApiError {
         error
     }
 
+    /// An error a node agent answered a proxied request with, passed on.
+    pub fn upstream(code: u16, message: impl Into<String>) -> Self {
+        let reason = match code {
+            400 => "BadRequest",
+            404 => "NotFound",
+            _ => "InternalError",
+        };
+        let code = if (400..600).contains(&code) { code } else { 502 };
+        Self::new(code, reason, message)
+    }
+
     pub fn service_unavailable(message: impl Into<String>) -> Self {
         Self::new(503, "ServiceUnavailable", message)
     }

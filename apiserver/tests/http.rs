@@ -628,3 +628,50 @@ async fn bad_input_is_an_error_never_a_crash() {
     // Still serving.
     assert_eq!(server.post(PODS, pod("after")).await.code, 201);
 }
+
+/// Logs come from the node agent of the pod's node. A stand-in for the agent's
+/// `/containerLogs` endpoint (the real one needs a container runtime) answers here.
+#[tokio::test]
+async fn pod_logs_are_proxied_to_the_node_agent() {
+    let server = start().await;
+    let agent = axum::Router::new().route(
+        "/containerLogs/{namespace}/{pod}/{container}",
+        axum::routing::get(
+            |axum::extract::Path((namespace, pod, container)): axum::extract::Path<(String, String, String)>,
+             axum::extract::RawQuery(query): axum::extract::RawQuery| async move {
+                if pod == "gone" {
+                    return (axum::http::StatusCode::NOT_FOUND, "container \"app\" in pod \"gone\" not found".to_string());
+                }
+                (axum::http::StatusCode::OK, format!("{namespace}/{pod}/{container}?{}\n", query.unwrap_or_default()))
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let agent_task = tokio::spawn(async move {
+        let _ = axum::serve(listener, agent).await;
+    });
+    let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
+        "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}], "daemonEndpoints": {"kubeletEndpoint": {"Port": port}}}});
+    assert_eq!(server.post("/api/v1/nodes", node).await.code, 201);
+    for name in ["web", "gone", "unbound"] {
+        server.post(PODS, pod(name)).await;
+    }
+    for name in ["web", "gone"] {
+        let binding = json!({"kind": "Binding", "apiVersion": "v1", "metadata": {"name": name}, "target": {"kind": "Node", "name": "n1"}});
+        server.post(&format!("{PODS}/{name}/binding"), binding).await;
+    }
+
+    let logs = server.get(&format!("{PODS}/web/log?tailLines=5&follow=false")).await;
+    assert_eq!(logs.code, 200, "{}", logs.body);
+    assert_eq!(logs.body, Value::String("default/web/app?tailLines=5&follow=false\n".into()));
+    let wrong = server.get(&format!("{PODS}/web/log?container=nope")).await;
+    assert_eq!(wrong.code, 400);
+    let gone = server.get(&format!("{PODS}/gone/log")).await;
+    assert_eq!(gone.code, 404);
+    assert_eq!(gone.body["message"], "container \"app\" in pod \"gone\" not found");
+    let unbound = server.get(&format!("{PODS}/unbound/log")).await;
+    assert_eq!(unbound.code, 400);
+    assert_eq!(unbound.body["message"], "pod unbound does not have a host assigned");
+    agent_task.abort();
+}

@@ -3,6 +3,7 @@
 
 mod delete;
 mod params;
+mod proxy;
 mod read;
 mod subresources;
 mod watch;
@@ -50,6 +51,8 @@ pub struct ApiRequest {
     pub target: Target,
     pub params: Params,
     pub headers: HeaderMap,
+    /// The raw query, for what is passed on as it came (`pods/log`).
+    pub query: String,
     /// The body, read in full (at most [`MAX_BODY_BYTES`]) before dispatch.
     pub body: bytes::Bytes,
 }
@@ -120,7 +123,8 @@ pub async fn handle(State(state): State<SharedState>, request: Request) -> Respo
             };
             let response = match parsed {
                 Ok((params, body)) => {
-                    let request = ApiRequest { state: state.clone(), target, params, headers: parts.headers, body };
+                    let query = parts.uri.query().unwrap_or("").to_string();
+                    let request = ApiRequest { state: state.clone(), target, params, headers: parts.headers, query, body };
                     dispatch(&verb, request).await.unwrap_or_else(IntoResponse::into_response)
                 }
                 Err(error) => error.into_response(),
@@ -212,6 +216,7 @@ async fn dispatch(verb: &str, request: ApiRequest) -> ApiResult<Response> {
     }
     match (verb, target.subresource.as_deref()) {
         ("get", None | Some("status")) => read::get(request).await,
+        ("get", Some("log")) => proxy::logs(request).await,
         ("list", None) => read::list(request).await,
         ("watch", None) => watch::watch(request).await,
         ("create", None) if target.name.is_none() => write::create(request).await,
