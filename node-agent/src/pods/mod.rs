@@ -31,6 +31,8 @@ use crate::node::NodeIdentity;
 
 /// How often sandboxes without a pod are looked for.
 const ORPHAN_SWEEP: Duration = Duration::from_secs(30);
+/// How often all containers are listed to notice exits (the kubelet's PLEG relist).
+const RELIST: Duration = Duration::from_secs(1);
 
 /// What every pod worker shares.
 pub struct Context {
@@ -80,8 +82,17 @@ pub async fn run(ctx: Arc<Context>) {
     let (finished, mut done) = mpsc::unbounded_channel::<String>();
     let mut workers: HashMap<String, WorkerHandle> = HashMap::new();
     let mut sweep = tokio::time::interval(ORPHAN_SWEEP);
+    let mut relist = tokio::time::interval(RELIST);
+    let mut last_states: HashMap<String, i32> = HashMap::new();
     loop {
         tokio::select! {
+            _ = relist.tick() => {
+                for uid in changed_pods(&ctx.cri, &mut last_states).await {
+                    if let Some(worker) = workers.get(&uid) {
+                        worker.wake.notify_one();
+                    }
+                }
+            }
             Some((key, uid)) = changed.recv() => match workers.get(&uid) {
                 Some(worker) => worker.wake.notify_one(),
                 None => {
@@ -107,6 +118,24 @@ pub async fn run(ctx: Arc<Context>) {
             }
         }
     }
+}
+
+/// Lists every container once and returns the pods (UIDs) whose containers
+/// changed state since the last call, so their workers sync at once instead of
+/// waiting for their periodic sync.
+async fn changed_pods(cri: &Cri, last: &mut HashMap<String, i32>) -> HashSet<String> {
+    let Ok(reply) = cri.runtime.clone().list_containers(cri::ListContainersRequest { filter: None }).await else { return HashSet::new() };
+    let mut changed = HashSet::new();
+    let mut now = HashMap::new();
+    for container in reply.into_inner().containers {
+        let uid = container.labels.get(labels::POD_UID).cloned().unwrap_or_default();
+        if last.get(&container.id) != Some(&container.state) {
+            changed.insert(uid);
+        }
+        now.insert(container.id, container.state);
+    }
+    *last = now;
+    changed
 }
 
 /// Removes sandboxes (with their containers and volumes) of pods this node no

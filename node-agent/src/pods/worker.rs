@@ -22,9 +22,10 @@ use super::status::{self, Instance, Observed, PodFacts, RunState, Waiting};
 use super::{env, hooks, labels, sources, volumes, Context};
 use crate::cri::api as cri;
 
-/// How often a pod is synced without any change (probes and exits are noticed
-/// sooner through the wake-up).
-const RESYNC: Duration = Duration::from_secs(1);
+/// How often a pod is synced without any change; container exits (through
+/// the manager's relist), probe results, back-off ends and pod changes wake the
+/// worker sooner.
+const RESYNC: Duration = Duration::from_secs(10);
 /// How often the same back-off event is repeated.
 const BACKOFF_EVENT_EVERY: Duration = Duration::from_secs(30);
 
