@@ -71,8 +71,9 @@ async fn start_api() -> anyhow::Result<(Client, AbortOnDrop)> {
     Ok((client::connect::from_url(&url)?, AbortOnDrop(vec![server])))
 }
 
-async fn hollow_nodes(client: &Client, count: usize) -> anyhow::Result<HollowNodes> {
-    let settings = HollowSettings { cpu: "32".into(), memory: "256Gi".into(), ..Default::default() };
+/// Hollow nodes that start pods after `ready_delay`.
+async fn hollow_nodes(client: &Client, count: usize, ready_delay: Duration) -> anyhow::Result<HollowNodes> {
+    let settings = HollowSettings { cpu: "32".into(), memory: "256Gi".into(), ready_delay, ..Default::default() };
     HollowNodes::start(client.clone(), "hollow", count, settings).await.context("registering hollow nodes")
 }
 
@@ -95,7 +96,9 @@ fn count_bound(client: &Client) -> (Arc<Mutex<HashSet<String>>>, tokio::task::Jo
 /// Creates `count` pods, then starts the scheduler and times until all are bound.
 async fn scheduling_throughput(nodes: usize, count: usize) -> anyhow::Result<Duration> {
     let (client, _api) = start_api().await?;
-    let _nodes = hollow_nodes(&client, nodes).await?;
+    // Like scheduler_perf's nodes, these do not start pods during the measurement
+    // (their agents would only add status writes that are not scheduling).
+    let _nodes = hollow_nodes(&client, nodes, Duration::from_secs(3600)).await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     stream::iter(0..count)
         .map(|i| {
@@ -130,7 +133,7 @@ async fn scheduling_throughput(nodes: usize, count: usize) -> anyhow::Result<Dur
 /// Times a Deployment of `replicas` from creation to all replicas available.
 async fn deployment_rollout(nodes: usize, replicas: i32) -> anyhow::Result<Duration> {
     let (client, _api) = start_api().await?;
-    let _nodes = hollow_nodes(&client, nodes).await?;
+    let _nodes = hollow_nodes(&client, nodes, Duration::from_millis(100)).await?;
     let scheduler_client = client.clone();
     let _control = AbortOnDrop(vec![
         tokio::spawn(async move {
