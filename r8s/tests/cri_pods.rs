@@ -13,6 +13,10 @@ use runtime::cri::api::{
     PullImageRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
 };
 use runtime::cri::api::{ContainerState, PodSandboxState};
+use futures::{SinkExt, StreamExt};
+use runtime::cri::api::ExecRequest;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
 use tonic::Code;
 
 /// A busybox web server answering `name` on `port`.
@@ -258,5 +262,73 @@ async fn bad_input_gets_clear_errors() {
     let escape = cri.client.runtime.run_pod_sandbox(RunPodSandboxRequest { config: Some(bad_parent), runtime_handler: String::new() }).await;
     assert_eq!(escape.expect_err("bad cgroup parent").code(), Code::InvalidArgument);
     assert_eq!(entries(&node.config.root.join("sandboxes")).len(), 1);
+    cri.shutdown().await;
+}
+
+/// Runs an Exec through its streaming URL as kubectl would (WebSocket,
+/// `v5.channel.k8s.io`): `stdin` is sent and closed; returns stdout, stderr
+/// and the final status.
+async fn exec_stream(cri: &mut cri_support::Cri, container: &str, cmd: &[&str], stdin: Option<&str>) -> (String, String, String) {
+    let request = ExecRequest {
+        container_id: container.into(),
+        cmd: cri_support::strings(cmd),
+        tty: false,
+        stdin: stdin.is_some(),
+        stdout: true,
+        stderr: true,
+    };
+    let url = cri.client.runtime.exec(request).await.unwrap().into_inner().url;
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let mut ws_request = url.replacen("http://", "ws://", 1).into_client_request().unwrap();
+    ws_request.headers_mut().insert("Sec-WebSocket-Protocol", "v5.channel.k8s.io".parse().unwrap());
+    let (mut socket, response) = tokio_tungstenite::connect_async(ws_request).await.unwrap();
+    assert_eq!(response.headers()["sec-websocket-protocol"], "v5.channel.k8s.io");
+    if let Some(input) = stdin {
+        socket.send(Message::Binary([&[0u8][..], input.as_bytes()].concat().into())).await.unwrap();
+        socket.send(Message::Binary(vec![255u8, 0].into())).await.unwrap();
+    }
+    let (mut out, mut err, mut status) = (String::new(), String::new(), String::new());
+    while let Some(Ok(message)) = socket.next().await {
+        let Message::Binary(data) = message else { continue };
+        let text = String::from_utf8_lossy(&data[1..]).into_owned();
+        match data[0] {
+            1 => out.push_str(&text),
+            2 => err.push_str(&text),
+            3 => status.push_str(&text),
+            _ => {}
+        }
+    }
+    (out, err, status)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_streams_over_websocket() {
+    let node = Node::new(None).await;
+    let mut cri = node.start().await;
+    let pod = cri.run_pod("streams", |_| {}).await.unwrap();
+    let container = cri.run(&pod, "shell", &["sleep", "600"]).await;
+
+    let (out, err, status) = exec_stream(&mut cri, &container, &["sh", "-c", "echo streamed; echo oops >&2; exit 7"], None).await;
+    assert_eq!((out.as_str(), err.as_str()), ("streamed\n", "oops\n"));
+    assert!(status.contains("NonZeroExitCode") && status.contains("\"message\":\"7\""), "{status}");
+
+    let (out, _, status) = exec_stream(&mut cri, &container, &["cat"], Some("from stdin\n")).await;
+    assert_eq!(out, "from stdin\n");
+    assert!(status.contains("Success"), "{status}");
+
+    // A URL is good once.
+    let url = cri
+        .client
+        .runtime
+        .exec(ExecRequest { container_id: container.clone(), cmd: vec!["true".into()], stdout: true, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let mut first = url.replacen("http://", "ws://", 1).into_client_request().unwrap();
+    first.headers_mut().insert("Sec-WebSocket-Protocol", "v5.channel.k8s.io".parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(first.clone()).await.unwrap();
+    while socket.next().await.is_some() {}
+    assert!(tokio_tungstenite::connect_async(first).await.is_err());
     cri.shutdown().await;
 }
