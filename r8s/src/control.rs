@@ -1,6 +1,6 @@
 //! `r8s control`: the scheduler and the controllers against an API server, each
 //! behind its own Lease so that several control planes can run and one acts.
-//! [`run_control_plane`] is what a server process runs beside its API server.
+//! `r8s server` runs the same beside its API server ([`ControlPlaneFlags::run`]).
 
 use std::time::Duration;
 
@@ -15,6 +15,13 @@ pub struct ControlArgs {
     /// The API server.
     #[arg(long, env = "R8S_SERVER", default_value = "http://127.0.0.1:6443")]
     server: String,
+    #[command(flatten)]
+    settings: ControlPlaneFlags,
+}
+
+/// How the control plane behaves; `r8s control` and `r8s server` both take these.
+#[derive(Args, Clone, Debug)]
+pub struct ControlPlaneFlags {
     /// Who this control plane is in leader election (default: host name and pid).
     #[arg(long)]
     identity: Option<String>,
@@ -26,6 +33,17 @@ pub struct ControlArgs {
     default_toleration_seconds: i64,
 }
 
+impl ControlPlaneFlags {
+    /// Runs the scheduler and the controllers against the API server at `client`.
+    pub async fn run(&self, client: Client) -> anyhow::Result<()> {
+        let identity = self.identity.clone().unwrap_or_else(default_identity);
+        let mut settings = controller::manager::Settings::default();
+        settings.node_lifecycle.grace_period = Duration::from_secs(self.node_grace_seconds);
+        settings.node_lifecycle.default_toleration_seconds = self.default_toleration_seconds;
+        run_control_plane(client, identity, settings).await
+    }
+}
+
 pub fn run(args: ControlArgs) -> anyhow::Result<()> {
     crate::init_logging();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
@@ -33,12 +51,8 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
         let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
         let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
         let client = client::connect::from_url(&args.server)?;
-        let identity = args.identity.clone().unwrap_or_else(default_identity);
-        let mut settings = controller::manager::Settings::default();
-        settings.node_lifecycle.grace_period = Duration::from_secs(args.node_grace_seconds);
-        settings.node_lifecycle.default_toleration_seconds = args.default_toleration_seconds;
         tokio::select! {
-            result = run_control_plane(client, identity, settings) => result,
+            result = args.settings.run(client) => result,
             _ = terminate.recv() => Ok(()),
             _ = interrupt.recv() => Ok(()),
         }
@@ -47,7 +61,7 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
 
 /// Runs the scheduler and the controller manager, each while it holds its Lease
 /// in kube-system; a lost Lease makes that part campaign again.
-pub async fn run_control_plane(client: Client, identity: String, settings: controller::manager::Settings) -> anyhow::Result<()> {
+async fn run_control_plane(client: Client, identity: String, settings: controller::manager::Settings) -> anyhow::Result<()> {
     let scheduler = async {
         loop {
             let election = LeaderElection::new("kube-scheduler", identity.clone());

@@ -4,6 +4,7 @@
 mod agent;
 mod control;
 mod image_cmd;
+mod kubeconfig;
 mod runtime_cmd;
 mod runtime_serve;
 mod server;
@@ -20,7 +21,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a control-plane server: the replicated store (and, later, the API server).
+    /// Run a control-plane server: the replicated store, the API server, the scheduler and controllers.
     Server(server::ServerArgs),
     /// Run and inspect containers with r8s's own runtime.
     Runtime(runtime_cmd::RuntimeArgs),

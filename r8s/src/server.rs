@@ -1,10 +1,12 @@
-//! `r8s server`: one control-plane server. For now it runs the replicated store
-//! (the embedded raft backend) until SIGTERM or SIGINT, then shuts it down
-//! cleanly; the API server will run in the same process.
+//! `r8s server`: one control-plane server. It runs the store (the embedded raft
+//! backend, or etcd with `--datastore-endpoint`), the Kubernetes API server on
+//! top of it, and the scheduler and controllers, which talk to the API server
+//! over HTTP like any other client. It writes a kubeconfig for the cluster and
+//! runs until SIGTERM or SIGINT, then shuts the store down cleanly.
 //!
-//! Forming a cluster: start the first server alone, then start the others with
-//! `--join` pointing at any member; each is added as a learner, and made a voter
-//! once it has caught up.
+//! Forming a cluster of raft servers: start the first server alone, then start
+//! the others with `--join` pointing at any member; each is added as a learner,
+//! and made a voter once it has caught up.
 //!
 //! ```text
 //! r8s server --node-id 1 --data-dir /var/lib/r8s/s1 --raft-addr 10.0.0.1:7380
@@ -13,21 +15,27 @@
 //! ```
 //!
 //! A restarted server finds its log in `--data-dir` and rejoins by itself;
-//! `--join` only matters on the first start. Once the store is up the server
-//! prints `ready <raft-addr>` on stdout (tests wait for that line).
+//! `--join` only matters on the first start. Once everything is up the server
+//! prints `ready api=<url> raft=<addr>` on stdout (tests wait for that line).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
+use store::compaction::{AutoCompaction, DEFAULT_COMPACTION_INTERVAL};
+use store::etcd::EtcdStore;
 use store::raft::{RaftConfig, RaftStore};
+use store::Store;
 use tokio::signal::unix::{signal, SignalKind};
+
+use crate::control::ControlPlaneFlags;
 
 #[derive(clap::Args)]
 pub struct ServerArgs {
-    /// This server's id in the cluster: unique, and never reused for another server.
-    #[arg(long)]
+    /// This server's id in the raft cluster: unique, and never reused for another server.
+    #[arg(long, default_value_t = 1)]
     node_id: u64,
-    /// Where the raft log and snapshots live.
+    /// Where the raft log, snapshots and the kubeconfig live.
     #[arg(long, default_value = "/var/lib/r8s/server")]
     data_dir: PathBuf,
     /// host:port for raft and store RPCs; the other servers reach this one there.
@@ -43,6 +51,21 @@ pub struct ServerArgs {
     /// Log entries kept before the last snapshot, for followers that lag a little.
     #[arg(long, default_value_t = 1_000)]
     logs_to_keep: u64,
+    /// Keep the cluster's state in etcd at these client URLs (comma-separated)
+    /// instead of the embedded raft store.
+    #[arg(long, value_delimiter = ',')]
+    datastore_endpoint: Vec<String>,
+    /// host:port the Kubernetes API is served on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: String,
+    /// Where to write the kubeconfig for this cluster (default: DATA_DIR/kubeconfig.yaml).
+    #[arg(long)]
+    write_kubeconfig: Option<PathBuf>,
+    /// Serve the API only: no scheduler and no controllers in this process.
+    #[arg(long)]
+    no_control_plane: bool,
+    #[command(flatten)]
+    control: ControlPlaneFlags,
 }
 
 pub fn run(args: ServerArgs) -> anyhow::Result<()> {
@@ -51,25 +74,84 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
     runtime.block_on(serve(args))
 }
 
+/// The store the server runs on, and how to stop it.
+enum Backend {
+    Raft(Arc<RaftStore>),
+    Etcd { store: Arc<EtcdStore>, _compaction: AutoCompaction },
+}
+
+impl Backend {
+    async fn open(args: &ServerArgs) -> anyhow::Result<Backend> {
+        if !args.datastore_endpoint.is_empty() {
+            let store = Arc::new(EtcdStore::connect(&args.datastore_endpoint).await?);
+            // etcd keeps every revision until told otherwise; compact as the
+            // Kubernetes API server does for it.
+            let compaction = AutoCompaction::start(Arc::downgrade(&store), DEFAULT_COMPACTION_INTERVAL);
+            return Ok(Backend::Etcd { store, _compaction: compaction });
+        }
+        let mut config = RaftConfig::new(args.node_id, &args.data_dir, &args.raft_addr);
+        config.join = args.join.clone();
+        config.snapshot_every = args.snapshot_every;
+        config.logs_to_keep = args.logs_to_keep;
+        let store = RaftStore::open(config)
+            .await
+            .with_context(|| format!("cannot start the store in {}", args.data_dir.display()))?;
+        Ok(Backend::Raft(store))
+    }
+
+    fn store(&self) -> Arc<dyn Store> {
+        match self {
+            Backend::Raft(store) => store.clone(),
+            Backend::Etcd { store, .. } => store.clone(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Backend::Raft(store) => format!("raft={}", store.addr()),
+            Backend::Etcd { .. } => "etcd".into(),
+        }
+    }
+
+    async fn shutdown(&self) -> anyhow::Result<()> {
+        if let Backend::Raft(store) = self {
+            store.shutdown().await.context("the store did not shut down cleanly")?;
+        }
+        Ok(())
+    }
+}
+
 async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let mut config = RaftConfig::new(args.node_id, &args.data_dir, &args.raft_addr);
-    config.join = args.join;
-    config.snapshot_every = args.snapshot_every;
-    config.logs_to_keep = args.logs_to_keep;
-    let store = RaftStore::open(config)
+    let backend = Backend::open(&args).await?;
+
+    let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
-        .with_context(|| format!("cannot start the store in {}", args.data_dir.display()))?;
-    println!("ready {}", store.addr());
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
-    }
-    store
-        .shutdown()
-        .await
-        .context("the store did not shut down cleanly")?;
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let api = tokio::spawn(apiserver::serve(backend.store(), listener, apiserver::Config::default()));
+
+    let kubeconfig = args.write_kubeconfig.clone().unwrap_or_else(|| args.data_dir.join("kubeconfig.yaml"));
+    crate::kubeconfig::write(&kubeconfig, "r8s", &url)?;
+    tracing::info!(%url, kubeconfig = %kubeconfig.display(), "API server listening");
+
+    let control = async {
+        if args.no_control_plane {
+            return std::future::pending().await;
+        }
+        let client = client::connect::from_url(&url)?;
+        args.control.run(client).await
+    };
+    println!("ready api={url} {}", backend.describe());
+
+    let outcome = tokio::select! {
+        _ = terminate.recv() => { tracing::info!("SIGTERM: shutting down"); Ok(()) }
+        _ = interrupt.recv() => { tracing::info!("SIGINT: shutting down"); Ok(()) }
+        result = api => result.context("the API server stopped").and_then(|r| r.context("the API server failed")),
+        result = control => result.context("the control plane failed"),
+    };
+    backend.shutdown().await?;
     tracing::info!("stopped");
-    Ok(())
+    outcome
 }

@@ -177,6 +177,11 @@ fn spawn(
             &node_id.to_string(),
             "--raft-addr",
             addr,
+            // The store is what these processes are for: an API on a free
+            // port, and no scheduler or controllers.
+            "--listen",
+            "127.0.0.1:0",
+            "--no-control-plane",
             "--data-dir",
         ])
         .arg(data_dir)
