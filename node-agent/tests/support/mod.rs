@@ -78,6 +78,8 @@ pub struct TestNode {
 impl TestNode {
     pub fn new() -> Self {
         require_root();
+        // Checked before anything is made: a panic here leaves nothing behind.
+        let bin = r8s_bin();
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let id = std::process::id() % 1000;
         let dir = tempfile::Builder::new().prefix("r8s-test-agent-").tempdir_in("/run").expect("temp dir");
@@ -89,7 +91,7 @@ impl TestNode {
         let rootfs = dir.path().join("rootfs");
         build_busybox_rootfs(&rootfs);
         let images = dir.path().join("images");
-        let imported = Command::new(r8s_bin()).arg("image").arg("--image-root").arg(&images).arg("import-rootfs").arg(&rootfs).arg(IMAGE).status().expect("r8s image");
+        let imported = Command::new(&bin).arg("image").arg("--image-root").arg(&images).arg("import-rootfs").arg(&rootfs).arg(IMAGE).status().expect("r8s image");
         assert!(imported.success(), "importing the busybox image");
         let mut node = TestNode {
             socket: dir.path().join("cri.sock"),
