@@ -350,9 +350,12 @@ impl Runtime {
         self.remove_leftovers(&self.state_dir(id)?, &info.bundle)
     }
 
+    /// Removes the cgroup and the state directory, the second even when the
+    /// first fails.
     fn remove_leftovers(&self, state: &StateDir, bundle: &Bundle) -> Result<()> {
-        self.cgroups.remove(&bundle.cgroup_path)?;
-        std::fs::remove_dir_all(state.path()).map_err(io(format!("removing {}", state.path().display())))
+        let cgroup = self.cgroups.remove(&bundle.cgroup_path);
+        std::fs::remove_dir_all(state.path()).map_err(io(format!("removing {}", state.path().display())))?;
+        Ok(cgroup?)
     }
 
     /// Freezes (true) or thaws (false) every process of the container.

@@ -20,6 +20,13 @@ pub enum CgroupError {
     FreezeTimeout(PathBuf),
 }
 
+impl CgroupError {
+    /// A process could not be moved because it has exited.
+    pub fn is_no_such_process(&self) -> bool {
+        matches!(self, CgroupError::Io { source, .. } if source.raw_os_error() == Some(libc::ESRCH))
+    }
+}
+
 pub fn io_error(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError {
     let path = path.to_path_buf();
     move |source| CgroupError::Io { op, path, source }

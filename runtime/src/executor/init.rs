@@ -71,8 +71,17 @@ pub fn launch(launch: Launch) -> Result<Launched, SetupError> {
                 // RCU grace period (milliseconds), which is hidden this way.
                 let pid = Pid::from_raw(pid);
                 init = Some(pid);
-                launch.cgroups.add_process(launch.cgroup_path, pid)?;
-                to_stage.send(&ShimReply::CgroupJoined)?;
+                match launch.cgroups.add_process(launch.cgroup_path, pid) {
+                    // An init that died meanwhile closed its end; its own
+                    // message (read next) says why.
+                    Ok(()) => {
+                        let _ = to_stage.send(&ShimReply::CgroupJoined);
+                    }
+                    // The init failed (and exited) before it could be moved;
+                    // its own message says why.
+                    Err(e) if e.is_no_such_process() => {}
+                    Err(e) => break Err(e.into()),
+                }
             }
             Ok(SetupMessage::Ready) => break Ok(()),
             Ok(SetupMessage::Failed { reason, not_found }) => {
@@ -88,6 +97,7 @@ pub fn launch(launch: Launch) -> Result<Launched, SetupError> {
         (Ok(()), None) => Err(SetupError::InContainer("the init's pid was never reported".into())),
         (Err(e), init) => {
             if let Some(init) = init {
+                let _ = nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGKILL);
                 let _ = nix::sys::wait::waitpid(init, None);
             }
             Err(e)
