@@ -9,6 +9,7 @@ mod runtime_cmd;
 mod runtime_serve;
 mod server;
 mod sim;
+mod up;
 
 use clap::{Parser, Subcommand};
 
@@ -33,6 +34,8 @@ enum Command {
     Sim(sim::SimArgs),
     /// Run the node agent: join the cluster and run this node's pods.
     Agent(agent::AgentArgs),
+    /// Run a whole one-node cluster on this machine: server, agent and runtime.
+    Up(up::UpArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,6 +47,7 @@ fn main() -> anyhow::Result<()> {
         Command::Control(args) => control::run(args),
         Command::Sim(args) => sim::run(args),
         Command::Agent(args) => agent::run(args),
+        Command::Up(args) => up::run(args),
     }
 }
 

@@ -1,0 +1,146 @@
+//! `r8s up`: a whole one-node cluster on this machine, in the foreground. It
+//! starts `r8s server` (the embedded raft store, the API server, the scheduler
+//! and the controllers) and `r8s agent` (which starts the runtime) as processes
+//! of their own, talking to each other only through the API, waits until the
+//! node is Ready, and prints how to reach the cluster. SIGINT or SIGTERM stops
+//! the agent, then the server.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use tokio::signal::unix::{signal, SignalKind};
+
+#[derive(clap::Args)]
+pub struct UpArgs {
+    /// Where the server's store, the agent's volumes and the kubeconfig live.
+    #[arg(long, default_value = "/var/lib/r8s")]
+    data_dir: PathBuf,
+    /// host:port of the Kubernetes API.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: String,
+    /// host:port of the server's raft RPCs.
+    #[arg(long, default_value = "127.0.0.1:7380")]
+    raft_addr: String,
+    /// The node's name (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The node's pod CIDR.
+    #[arg(long, default_value = "10.88.0.0/16")]
+    pod_cidr: String,
+    /// How long to wait for the node to be Ready.
+    #[arg(long, default_value_t = 120)]
+    timeout_seconds: u64,
+}
+
+/// A child process, stopped with SIGTERM (then waited for) when dropped.
+struct Process {
+    name: &'static str,
+    child: Child,
+}
+
+impl Process {
+    fn start(name: &'static str, command: &mut Command) -> anyhow::Result<Process> {
+        let child = command.spawn().with_context(|| format!("cannot start r8s {name}"))?;
+        Ok(Process { name, child })
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // SAFETY: signalling a child this process started, by its PID.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        match self.child.wait() {
+            Ok(status) => tracing::info!(process = self.name, %status, "stopped"),
+            Err(error) => tracing::warn!(process = self.name, %error, "could not wait for it"),
+        }
+    }
+}
+
+pub fn run(args: UpArgs) -> anyhow::Result<()> {
+    crate::init_logging();
+    let exe = std::env::current_exe().context("cannot find the r8s binary")?;
+    let kubeconfig = args.data_dir.join("kubeconfig.yaml");
+    let node_name = args.node_name.clone().unwrap_or_else(crate::agent::hostname);
+
+    let mut server = Process::start(
+        "server",
+        Command::new(&exe)
+            .arg("server")
+            .arg("--data-dir")
+            .arg(args.data_dir.join("server"))
+            .args(["--listen", &args.listen, "--raft-addr", &args.raft_addr])
+            .arg("--write-kubeconfig")
+            .arg(&kubeconfig)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped()),
+    )?;
+    let url = wait_for_ready_line(&mut server)?;
+
+    let _agent = Process::start(
+        "agent",
+        Command::new(&exe)
+            .args(["agent", "--server", &url, "--node-name", &node_name])
+            .arg("--root-dir")
+            .arg(args.data_dir.join("agent"))
+            .arg(format!("--runtime-arg=--pod-cidr={}", args.pod_cidr))
+            .stdin(Stdio::null()),
+    )?;
+
+    let tokio = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    tokio.block_on(async {
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let client = client::connect::from_url(&url)?;
+        let deadline = Duration::from_secs(args.timeout_seconds);
+        tokio::time::timeout(deadline, wait_for_node_ready(&client, &node_name))
+            .await
+            .with_context(|| format!("node {node_name} was not Ready within {} s", args.timeout_seconds))??;
+        println!("r8s is up: node {node_name} is Ready, the API is at {url}.");
+        println!("  export KUBECONFIG={}", kubeconfig.display());
+        println!("  r8sctl get nodes        # or kubectl");
+        println!("Stop it with Ctrl-C.");
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        anyhow::Ok(())
+    })
+    // The agent stops first, then the server (drop order is the reverse of creation).
+}
+
+/// Reads the server's `ready api=URL ...` line and returns the URL.
+fn wait_for_ready_line(server: &mut Process) -> anyhow::Result<String> {
+    let stdout = server.child.stdout.take().context("the server's stdout is not piped")?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading the server's output")?;
+        if let Some(url) = line.strip_prefix("ready api=").and_then(|rest| rest.split_whitespace().next()) {
+            return Ok(url.to_string());
+        }
+        if Instant::now() > deadline {
+            break;
+        }
+    }
+    bail!("the server exited or did not print its ready line; see its log above")
+}
+
+async fn wait_for_node_ready(client: &kube::Client, name: &str) -> anyhow::Result<()> {
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
+    loop {
+        if let Some(node) = nodes.get_opt(name).await? {
+            let ready = node
+                .status
+                .and_then(|s| s.conditions)
+                .into_iter()
+                .flatten()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            if ready {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
