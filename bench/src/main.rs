@@ -1,6 +1,7 @@
 //! `r8s-bench`: each subcommand measures one part of r8s beside its peers, in the
 //! same run, and prints one table (Markdown, ready for BENCHMARKS.md).
 
+mod api;
 mod cri;
 mod runtime;
 mod scheduler;
@@ -20,6 +21,8 @@ struct Cli {
 enum Command {
     /// Store write throughput and latency: embedded raft (1 and 3 servers) vs etcd.
     Store(store::StoreBenchArgs),
+    /// The API server over raft and etcd: creates, a 10,000-pod list, 1,000 watchers, memory.
+    Api(api::ApiBenchArgs),
     /// Container create/start/wait/delete: r8s vs runc vs crun.
     Runtime(runtime::RuntimeBenchArgs),
     /// CRI: RunPodSandbox to a started container, 1 and 50 pods, with and without networking.
@@ -31,6 +34,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Store(args) => store::run(args),
+        Command::Api(args) => api::run(args),
         Command::Runtime(args) => runtime::run(args),
         Command::Cri(args) => cri::run(args),
         Command::Scheduler(args) => scheduler::run(args),

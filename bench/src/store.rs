@@ -123,4 +123,4 @@ fn print_rows(rows: &[Measurement], args: &StoreBenchArgs) {
     print_table(&["backend", "writers", "writes/s", "p50 ms", "p99 ms", "vs etcd"], &table);
 }
 
-mod backends;
+pub(crate) mod backends;
