@@ -8,7 +8,6 @@ mod support;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use client::k8s_openapi::api::core::v1::Pod;
 use client::kube::runtime::watcher;
 use futures::StreamExt;
 use serde_json::json;
