@@ -8,14 +8,20 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 pub const HEADER_LEN: usize = 8;
 
-/// The largest payload accepted: a snapshot chunk or a batch of log entries
-/// carrying 2 MiB values stays far below this. A bigger length is corruption.
-pub const MAX_PAYLOAD: usize = 256 * 1024 * 1024;
+/// The largest payload read from a stream: a snapshot chunk or a batch of log
+/// entries carrying 2 MiB values stays far below this, so a bigger length from
+/// the network is corruption and must not make us allocate it.
+pub const MAX_STREAM_PAYLOAD: usize = 256 * 1024 * 1024;
+
+/// The largest payload a record can describe at all (its length is a u32).
+/// Files hold records this large: a snapshot of a big store is one record,
+/// and decoding from memory cannot over-allocate.
+pub const MAX_PAYLOAD: usize = u32::MAX as usize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
-    #[error("record of {0} bytes is over the limit of {MAX_PAYLOAD} bytes")]
-    TooLarge(usize),
+    #[error("record of {0} bytes is over the limit of {1} bytes")]
+    TooLarge(usize, usize),
     #[error("checksum mismatch: expected {expected:#010x}, computed {actual:#010x}")]
     Checksum { expected: u32, actual: u32 },
     #[error("cannot encode record: {0}")]
@@ -36,7 +42,7 @@ pub fn encode<T: Serialize>(buf: &mut Vec<u8>, value: &T) -> Result<(), FrameErr
     if payload_len > MAX_PAYLOAD {
         encoded.truncate(start);
         *buf = encoded;
-        return Err(FrameError::TooLarge(payload_len));
+        return Err(FrameError::TooLarge(payload_len, MAX_PAYLOAD));
     }
     let crc = crc32fast::hash(&encoded[start + HEADER_LEN..]);
     encoded[start..start + 4].copy_from_slice(&(payload_len as u32).to_le_bytes());
@@ -58,7 +64,7 @@ pub fn decode<T: DeserializeOwned>(buf: &[u8]) -> Result<Decoded<T>, FrameError>
     if buf.len() < HEADER_LEN {
         return Ok(Decoded::Incomplete);
     }
-    let (len, expected) = parse_header(buf[..HEADER_LEN].try_into().expect("8 bytes"))?;
+    let (len, expected) = parse_header(buf[..HEADER_LEN].try_into().expect("8 bytes"), MAX_PAYLOAD)?;
     let Some(payload) = buf.get(HEADER_LEN..HEADER_LEN + len) else {
         return Ok(Decoded::Incomplete);
     };
@@ -78,17 +84,17 @@ where
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e.into()),
     }
-    let (len, expected) = parse_header(header)?;
+    let (len, expected) = parse_header(header, MAX_STREAM_PAYLOAD)?;
     buf.resize(len, 0);
     reader.read_exact(buf).await?;
     decode_payload(buf, expected).map(Some)
 }
 
-fn parse_header(header: [u8; HEADER_LEN]) -> Result<(usize, u32), FrameError> {
+fn parse_header(header: [u8; HEADER_LEN], limit: usize) -> Result<(usize, u32), FrameError> {
     let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
     let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
-    if len > MAX_PAYLOAD {
-        return Err(FrameError::TooLarge(len));
+    if len > limit {
+        return Err(FrameError::TooLarge(len, limit));
     }
     Ok((len, crc))
 }
@@ -127,5 +133,20 @@ mod tests {
             decode::<(String, u64)>(&buf),
             Err(FrameError::Checksum { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn streams_refuse_huge_lengths_that_files_may_hold() {
+        // A snapshot of a big store is one record of more than 256 MiB in its
+        // file; the same length arriving from the network is refused unread.
+        let len = (MAX_STREAM_PAYLOAD + 1) as u32;
+        let mut header = len.to_le_bytes().to_vec();
+        header.extend_from_slice(&0u32.to_le_bytes());
+        let mut reader = &header[..];
+        let mut buf = Vec::new();
+        let refused = read::<u64, _>(&mut reader, &mut buf).await;
+        assert!(matches!(refused, Err(FrameError::TooLarge(n, MAX_STREAM_PAYLOAD)) if n == len as usize));
+        assert!(buf.capacity() < 1024, "nothing was allocated for the claimed length");
+        assert!(matches!(decode::<u64>(&header), Ok(Decoded::Incomplete)));
     }
 }
