@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs one benchmark with release builds of everything it drives:
-#   bash bench/run.sh store|runtime [ARGS...]
+#   bash bench/run.sh store|api|runtime|cri|scheduler [ARGS...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
