@@ -195,6 +195,13 @@ async fn apply_twice_scale_and_take_turns_with_kubectl() {
     let generation = cluster.r8sctl(&["get", "deploy", "web", "-o", "jsonpath={.metadata.generation}"]).await;
     assert_eq!(generation, "2");
 
+    // Several types at once, each name with its type, as kubectl prints them.
+    let many = cluster.r8sctl(&["get", "deploy,svc,cm"]).await;
+    assert!(many.lines().any(|l| l.starts_with("deployment.apps/web ")), "{many}");
+    assert!(!many.contains("service/"), "no Services exist, so no Service table: {many}");
+    let err = cluster.r8sctl_fails(&["get", "deploy,cm", "-w"]).await;
+    assert!(err.contains("you may only specify a single resource type"), "{err}");
+
     assert_eq!(cluster.r8sctl(&["scale", "deploy/web", "--replicas=5"]).await, "deployment.apps/web scaled\n");
     assert_eq!(cluster.r8sctl(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]).await, "5");
     let err = cluster.r8sctl_fails(&["scale", "deploy", "web", "--replicas=1", "--current-replicas=4"]).await;

@@ -49,6 +49,10 @@ pub async fn run(session: &Session, args: GetArgs) -> anyhow::Result<()> {
         return print_objects(objects, &format);
     }
 
+    let kinds: Vec<&str> = args.resources[0].split(',').filter(|k| !k.is_empty()).collect();
+    if kinds.len() > 1 {
+        return run_many(session, &args, &kinds, &format).await;
+    }
     let resource = session.resource(&args.resources[0]).await?;
     let namespace = if args.all_namespaces { None } else { session.namespace_for(&resource, None) };
     let path = list_path(&resource, namespace.as_deref(), &args, None);
@@ -67,13 +71,58 @@ pub async fn run(session: &Session, args: GetArgs) -> anyhow::Result<()> {
         }
     } else {
         let items = list["items"].as_array().cloned().unwrap_or_default();
-        let objects = items.into_iter().map(|item| (resource.clone(), with_type(item, &list, &resource))).collect();
+        let objects = items.into_iter().map(|item| (resource.clone(), with_type(item, &resource))).collect();
         print_objects_as_list(objects, &format)?;
     }
     if args.watch {
         watch(session, &resource, namespace.as_deref(), &args, &format, &resource_version, namespace_column).await?;
     }
     Ok(())
+}
+
+/// `get deploy,rs,pods`: one table per type, names prefixed with their type
+/// (`deployment.apps/web`), or one `List` of everything, as kubectl prints them.
+async fn run_many(session: &Session, args: &GetArgs, kinds: &[&str], format: &OutputFormat) -> anyhow::Result<()> {
+    if args.watch {
+        anyhow::bail!("you may only specify a single resource type");
+    }
+    let table_wanted = matches!(format, OutputFormat::Table | OutputFormat::Wide);
+    let mut printed_tables = 0;
+    let mut objects = Vec::new();
+    let mut namespace = None;
+    for kind in kinds {
+        let resource = session.resource(kind).await?;
+        let ns = if args.all_namespaces { None } else { session.namespace_for(&resource, None) };
+        namespace = namespace.or(ns.clone());
+        let path = list_path(&resource, ns.as_deref(), args, None);
+        let list = session.call(http::Method::GET, &path, None, if table_wanted { TABLE } else { JSON }).await?;
+        if table_wanted {
+            let mut view = TableView::from_table(&list, *format == OutputFormat::Wide, args.all_namespaces && resource.namespaced);
+            if view.rows.is_empty() {
+                continue;
+            }
+            let name_column = usize::from(args.all_namespaces && resource.namespaced);
+            for row in &mut view.rows {
+                row[name_column] = format!("{}/{}", resource.type_name(), row[name_column]);
+            }
+            if printed_tables > 0 {
+                println!();
+            }
+            print!("{}", format_columns(&view.header, &view.rows));
+            printed_tables += 1;
+        } else {
+            for item in list["items"].as_array().cloned().unwrap_or_default() {
+                objects.push((resource.clone(), with_type(item, &resource)));
+            }
+        }
+    }
+    if table_wanted {
+        if printed_tables == 0 {
+            eprintln!("{}", no_resources_message(namespace.as_deref(), true));
+        }
+        return Ok(());
+    }
+    print_objects_as_list(objects, format)
 }
 
 fn list_path(resource: &ApiResource, namespace: Option<&str>, args: &GetArgs, watch_from: Option<&str>) -> String {
@@ -164,7 +213,7 @@ fn labels_text(labels: &Value) -> String {
 }
 
 /// Items of a list lack `kind` and `apiVersion`; put them back as kubectl does.
-fn with_type(mut item: Value, _list: &Value, resource: &ApiResource) -> Value {
+fn with_type(mut item: Value, resource: &ApiResource) -> Value {
     if let Some(map) = item.as_object_mut() {
         map.entry("apiVersion").or_insert_with(|| resource.api_version().into());
         map.entry("kind").or_insert_with(|| resource.kind.clone().into());
