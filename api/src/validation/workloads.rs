@@ -4,7 +4,7 @@
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::field::{go_string_map, BadValue, FieldError, Path};
@@ -435,46 +435,35 @@ fn selector_path() -> Path {
     Path::new("spec").child("selector")
 }
 
-pub fn validate_deployment_update(new: &Deployment, old: &Deployment) -> Vec<FieldError> {
-    let mut errs =
-        meta::validate_object_meta_update(&new.metadata, &old.metadata, &Path::new("metadata"));
-    errs.extend(validate_deployment(new));
-    if let (Some(n), Some(o)) = (&new.spec, &old.spec) {
-        errs.extend(immutable_selector(
-            &n.selector,
-            &o.selector,
-            &selector_path(),
-        ));
+/// What an update of any apps/v1 workload checks: the metadata change, the new
+/// object on its own, and a selector that never changes.
+fn validate_workload_update(
+    new: &ObjectMeta,
+    old: &ObjectMeta,
+    new_object_errors: Vec<FieldError>,
+    selectors: Option<(&LabelSelector, &LabelSelector)>,
+) -> Vec<FieldError> {
+    let mut errs = meta::validate_object_meta_update(new, old, &Path::new("metadata"));
+    errs.extend(new_object_errors);
+    if let Some((new_selector, old_selector)) = selectors {
+        errs.extend(immutable_selector(new_selector, old_selector, &selector_path()));
     }
     errs
+}
+
+pub fn validate_deployment_update(new: &Deployment, old: &Deployment) -> Vec<FieldError> {
+    let selectors = new.spec.as_ref().zip(old.spec.as_ref()).map(|(n, o)| (&n.selector, &o.selector));
+    validate_workload_update(&new.metadata, &old.metadata, validate_deployment(new), selectors)
 }
 
 pub fn validate_replica_set_update(new: &ReplicaSet, old: &ReplicaSet) -> Vec<FieldError> {
-    let mut errs =
-        meta::validate_object_meta_update(&new.metadata, &old.metadata, &Path::new("metadata"));
-    errs.extend(validate_replica_set(new));
-    if let (Some(n), Some(o)) = (&new.spec, &old.spec) {
-        errs.extend(immutable_selector(
-            &n.selector,
-            &o.selector,
-            &selector_path(),
-        ));
-    }
-    errs
+    let selectors = new.spec.as_ref().zip(old.spec.as_ref()).map(|(n, o)| (&n.selector, &o.selector));
+    validate_workload_update(&new.metadata, &old.metadata, validate_replica_set(new), selectors)
 }
 
 pub fn validate_daemon_set_update(new: &DaemonSet, old: &DaemonSet) -> Vec<FieldError> {
-    let mut errs =
-        meta::validate_object_meta_update(&new.metadata, &old.metadata, &Path::new("metadata"));
-    errs.extend(validate_daemon_set(new));
-    if let (Some(n), Some(o)) = (&new.spec, &old.spec) {
-        errs.extend(immutable_selector(
-            &n.selector,
-            &o.selector,
-            &selector_path(),
-        ));
-    }
-    errs
+    let selectors = new.spec.as_ref().zip(old.spec.as_ref()).map(|(n, o)| (&n.selector, &o.selector));
+    validate_workload_update(&new.metadata, &old.metadata, validate_daemon_set(new), selectors)
 }
 
 /// A Job's selector, template, completions and completion mode are fixed.
