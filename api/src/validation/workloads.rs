@@ -13,7 +13,7 @@ use super::names;
 use super::pod::validate_pod_template_spec;
 use crate::selector;
 
-fn metadata(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Vec<FieldError> {
+fn metadata(meta: &ObjectMeta) -> Vec<FieldError> {
     meta::validate_object_meta(
         meta,
         Scope::Namespaced,
