@@ -3,6 +3,9 @@
 #   bash bench/run.sh store|api|runtime|cri|scheduler [ARGS...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+case "${1:-}" in
+  cri) bash scripts/setup.sh containerd containernetworking-plugins ;;  # the CRI benchmark's peer
+  *) bash scripts/setup.sh ;;
+esac
 cargo build --release -p r8s -p r8s-bench
 exec target/release/r8s-bench "$@"

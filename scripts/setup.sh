@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what r8s's build, tests and benchmarks need on a fresh Debian 12 machine.
+# Installs what r8s's build, tests and benchmarks need on a fresh Debian 12 machine,
+# plus any Debian packages named as arguments (peers that only a benchmark uses).
 # Idempotent: does nothing when everything is already there.
 set -euo pipefail
 
@@ -10,6 +11,7 @@ packages=(
   iproute2           # ip netns / veth for pod networking tests
   nftables           # the node proxy
   runc crun          # peers in the runtime benchmark
+  "$@"
 )
 
 missing=()
