@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service};
 use kube::runtime::watcher;
@@ -22,6 +22,7 @@ pub struct Informers {
     pub pods: Informer<Pod>,
     pub replicasets: Informer<ReplicaSet>,
     pub deployments: Informer<Deployment>,
+    pub daemonsets: Informer<DaemonSet>,
     pub nodes: Informer<Node>,
     pub node_leases: Informer<Lease>,
     pub services: Informer<Service>,
@@ -37,6 +38,7 @@ impl Informers {
             self.pods.start(Api::all(client.clone()), config()),
             self.replicasets.start(Api::all(client.clone()), config()),
             self.deployments.start(Api::all(client.clone()), config()),
+            self.daemonsets.start(Api::all(client.clone()), config()),
             self.nodes.start(Api::all(client.clone()), config()),
             self.node_leases.start(Api::namespaced(client.clone(), NODE_LEASE_NAMESPACE), config()),
             self.services.start(Api::all(client.clone()), config()),
@@ -49,6 +51,7 @@ impl Informers {
         self.pods.wait_synced().await;
         self.replicasets.wait_synced().await;
         self.deployments.wait_synced().await;
+        self.daemonsets.wait_synced().await;
         self.nodes.wait_synced().await;
         self.node_leases.wait_synced().await;
         self.services.wait_synced().await;

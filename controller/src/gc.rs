@@ -10,7 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions, PropagationPolicy};
@@ -135,11 +135,12 @@ pub struct GarbageCollector {
 
 impl GarbageCollector {
     pub fn new(ctx: SharedContext) -> Arc<Self> {
-        let known_kinds = ["Pod", "ReplicaSet", "Deployment"].map(String::from).into();
+        let known_kinds = ["Pod", "ReplicaSet", "Deployment", "DaemonSet"].map(String::from).into();
         let gc = Arc::new(Self { ctx: ctx.clone(), graph: Arc::default(), queue: WorkQueue::new(), known_kinds });
         gc.watch(&ctx.informers.pods);
         gc.watch(&ctx.informers.replicasets);
         gc.watch(&ctx.informers.deployments);
+        gc.watch(&ctx.informers.daemonsets);
         gc
     }
 
@@ -271,6 +272,7 @@ impl GarbageCollector {
             "Pod" => Some(ApiResource::erase::<Pod>(&())),
             "ReplicaSet" => Some(ApiResource::erase::<ReplicaSet>(&())),
             "Deployment" => Some(ApiResource::erase::<Deployment>(&())),
+            "DaemonSet" => Some(ApiResource::erase::<DaemonSet>(&())),
             _ => None,
         }
     }

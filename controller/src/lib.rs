@@ -3,6 +3,7 @@
 //! through the Kubernetes API on the shared reconcile loop of the `client` crate.
 
 pub mod context;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod gc;
@@ -10,6 +11,7 @@ pub mod hollow;
 pub mod job;
 pub mod manager;
 pub mod nodelifecycle;
+pub mod podcontrol;
 pub mod pods;
 pub mod replicaset;
 

@@ -3,6 +3,7 @@
 use kube::Client;
 
 use crate::context::Context;
+use crate::daemonset::DaemonSetController;
 use crate::deployment::DeploymentController;
 use crate::endpoints::EndpointsController;
 use crate::gc::GarbageCollector;
@@ -29,6 +30,7 @@ pub async fn run(client: Client, settings: Settings) {
     let ctx = Context::new(client.clone(), "controller-manager");
     let replicasets = ReplicaSetController::new(ctx.clone());
     let deployments = DeploymentController::new(ctx.clone());
+    let daemonsets = DaemonSetController::new(ctx.clone());
     let collector = GarbageCollector::new(ctx.clone());
     let endpoints = EndpointsController::new(ctx.clone());
     let jobs = JobController::new(ctx.clone());
@@ -39,6 +41,7 @@ pub async fn run(client: Client, settings: Settings) {
     tokio::join!(
         replicasets.run(settings.workers),
         deployments.run(settings.workers),
+        daemonsets.run(settings.workers),
         collector.run(settings.workers),
         endpoints.run(settings.workers),
         jobs.run(settings.workers),

@@ -14,6 +14,8 @@ use tokio::task::JoinHandle;
 
 pub struct Cluster {
     pub client: Client,
+    /// The API server's address, for tools such as kubectl.
+    pub url: String,
     pub nodes: HollowNodes,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -24,7 +26,7 @@ impl Drop for Cluster {
     }
 }
 
-pub async fn start_api() -> (Client, JoinHandle<()>) {
+pub async fn start_api() -> (Client, String, JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
     let url = format!("http://{}", listener.local_addr().expect("address"));
     let store = store::mem::MemStore::new();
@@ -33,12 +35,12 @@ pub async fn start_api() -> (Client, JoinHandle<()>) {
             panic!("API server failed: {error}");
         }
     });
-    (client::connect::from_url(&url).expect("client"), server)
+    (client::connect::from_url(&url).expect("client"), url, server)
 }
 
 /// API server, scheduler, controllers and `nodes` hollow nodes.
 pub async fn start(nodes: usize, settings: Settings) -> Cluster {
-    let (client, server) = start_api().await;
+    let (client, url, server) = start_api().await;
     let scheduler_client = client.clone();
     let scheduler = tokio::spawn(async move {
         let _ = scheduler::run(scheduler_client, scheduler::Settings::default()).await;
@@ -50,7 +52,7 @@ pub async fn start(nodes: usize, settings: Settings) -> Cluster {
         ..Default::default()
     };
     let nodes = HollowNodes::start(client.clone(), "hollow", nodes, hollow).await.expect("hollow nodes");
-    Cluster { client, nodes, tasks: vec![server, scheduler, controllers] }
+    Cluster { client, url, nodes, tasks: vec![server, scheduler, controllers] }
 }
 
 /// A Deployment of `replicas` pods labelled `app: <name>`.
