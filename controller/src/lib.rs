@@ -10,6 +10,7 @@ pub mod gc;
 pub mod hollow;
 pub mod job;
 pub mod manager;
+pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod podcontrol;
 pub mod pods;

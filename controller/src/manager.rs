@@ -8,6 +8,7 @@ use crate::deployment::DeploymentController;
 use crate::endpoints::EndpointsController;
 use crate::gc::GarbageCollector;
 use crate::job::JobController;
+use crate::nodeipam::{self, NodeIpamController};
 use crate::nodelifecycle::{self, NodeLifecycleController};
 use crate::replicaset::ReplicaSetController;
 
@@ -17,11 +18,13 @@ pub struct Settings {
     /// Workers per controller.
     pub workers: usize,
     pub node_lifecycle: nodelifecycle::Settings,
+    /// Pod CIDRs for Nodes (`--allocate-node-cidrs`); `None`: nodes get none.
+    pub node_ipam: Option<nodeipam::Settings>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { workers: 8, node_lifecycle: nodelifecycle::Settings::default() }
+        Self { workers: 8, node_lifecycle: nodelifecycle::Settings::default(), node_ipam: None }
     }
 }
 
@@ -35,6 +38,7 @@ pub async fn run(client: Client, settings: Settings) {
     let endpoints = EndpointsController::new(ctx.clone());
     let jobs = JobController::new(ctx.clone());
     let lifecycle = NodeLifecycleController::new(ctx.clone(), settings.node_lifecycle.clone());
+    let node_ipam = settings.node_ipam.map(|ipam| NodeIpamController::new(ctx.clone(), ipam));
     let _watches = client::AbortOnDrop(ctx.informers.start(&client));
     ctx.informers.wait_synced().await;
     tracing::info!("controllers started");
@@ -46,5 +50,11 @@ pub async fn run(client: Client, settings: Settings) {
         endpoints.run(settings.workers),
         jobs.run(settings.workers),
         lifecycle.run(),
+        async {
+            match node_ipam {
+                Some(controller) => controller.run().await,
+                None => std::future::pending().await,
+            }
+        },
     );
 }

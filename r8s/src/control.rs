@@ -31,6 +31,15 @@ pub struct ControlPlaneFlags {
     /// Seconds pods stay on an unreachable node when they set no toleration.
     #[arg(long, default_value_t = 300)]
     default_toleration_seconds: i64,
+    /// Give each Node a pod CIDR (`spec.podCIDR`) from `--cluster-cidr`.
+    #[arg(long)]
+    allocate_node_cidrs: bool,
+    /// The range node pod CIDRs come from.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: String,
+    /// The prefix length of each node's pod CIDR.
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
 }
 
 impl ControlPlaneFlags {
@@ -40,6 +49,10 @@ impl ControlPlaneFlags {
         let mut settings = controller::manager::Settings::default();
         settings.node_lifecycle.grace_period = Duration::from_secs(self.node_grace_seconds);
         settings.node_lifecycle.default_toleration_seconds = self.default_toleration_seconds;
+        if self.allocate_node_cidrs {
+            let cluster_cidr = self.cluster_cidr.parse().with_context(|| format!("--cluster-cidr {:?}", self.cluster_cidr))?;
+            settings.node_ipam = Some(controller::nodeipam::Settings::new(cluster_cidr, self.node_cidr_mask_size)?);
+        }
         run_control_plane(client, identity, settings).await
     }
 }

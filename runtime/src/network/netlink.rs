@@ -15,7 +15,7 @@ use futures::TryStreamExt;
 use ipnet::Ipv4Net;
 use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage};
 use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket, TokioSocket};
-use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use super::netns::{run_in_netns, NetnsError};
 
@@ -132,8 +132,8 @@ impl Netlink {
             .map_err(self.failed(format!("adding address {address}")))
     }
 
-    /// Creates a veth pair: `host` here, up and enslaved to `bridge` if one
-    /// is given, and its peer `peer` (down) inside the namespace `peer_netns`.
+    /// Creates a veth pair: `host` here, up and enslaved to `bridge` (in
+    /// hairpin mode) if one is given, and its peer `peer` (down) inside the namespace `peer_netns`.
     /// Both get `mtu`.
     pub async fn add_veth(
         &self,
@@ -155,7 +155,16 @@ impl Netlink {
             pair = pair.controller(bridge);
         }
         let pair = pair.set_info_data(InfoData::Veth(InfoVeth::Peer(peer_message))).build();
-        self.handle.link().add(pair).execute().await.map_err(self.failed(format!("creating veth {host}")))
+        self.handle.link().add(pair).execute().await.map_err(self.failed(format!("creating veth {host}")))?;
+        if bridge.is_some() {
+            // Hairpin mode: a pod that reaches a Service whose chosen endpoint
+            // is the pod itself gets its (DNATed, bridged) packets back through
+            // the port they came in on, which a bridge otherwise never does.
+            let index = self.link(host).await?.ok_or_else(|| self.no_such_link(host))?.header.index;
+            let hairpin = LinkBridgePort::new(index).hairpin(true).build();
+            self.handle.link().set_port(hairpin).execute().await.map_err(self.failed(format!("setting hairpin mode on {host}")))?;
+        }
+        Ok(())
     }
 
     /// Sets the link called `name` up; returns its index.
