@@ -52,10 +52,37 @@ impl Ipv4Cidr {
         u32::from(ip).wrapping_sub(self.base) < self.size()
     }
 
-    /// The usable addresses: not the network or broadcast address, and not the
-    /// first one, which Kubernetes keeps for the `kubernetes` Service.
+    /// The `n`th address of the range (`n` = 1: the first after the network address).
+    pub fn address(&self, n: u32) -> Ipv4Addr {
+        Ipv4Addr::from(self.base + n % self.size())
+    }
+
+    /// The low addresses that dynamic allocation takes last, so Services that
+    /// ask for a fixed one there (the cluster DNS at the tenth) find it free:
+    /// Kubernetes' static subrange (KEP-3070), size/16 clamped to 16..=256.
+    fn static_band(&self) -> u32 {
+        if self.size() < 16 {
+            return 0;
+        }
+        (self.size() / 16).clamp(16, 256)
+    }
+
+    /// How many addresses come before the static band in allocation order;
+    /// allocation starts at a random offset below this.
+    fn dynamic_first(&self) -> u32 {
+        self.size() - 1 - self.static_band().max(2)
+    }
+
+    /// The usable addresses in allocation order: those above the static band,
+    /// then those in it. Never the network or broadcast address, nor the first
+    /// one, which Kubernetes keeps for the `kubernetes` Service.
     fn usable(&self, offset: u32) -> Ipv4Addr {
-        Ipv4Addr::from(self.base + 2 + offset % (self.size() - 3))
+        let (first, end) = (2, self.size() - 1);
+        let band = self.static_band().max(first);
+        let index = offset % (end - first);
+        let upper = end - band;
+        let host = if index < upper { band + index } else { first + (index - upper) };
+        Ipv4Addr::from(self.base + host)
     }
 }
 
@@ -113,7 +140,7 @@ async fn allocate_into(
     let spec = service.spec.clone().unwrap_or_default();
     let requested = spec.cluster_ip.clone().unwrap_or_default();
     if api::strategy::needs_cluster_ip(service) {
-        let start: u32 = rand::rng().random();
+        let start: u32 = rand::rng().random::<u32>() % ranges.cluster_ips.dynamic_first();
         let mut found = None;
         for attempt in 0..ranges.cluster_ips.size() {
             let ip = ranges.cluster_ips.usable(start.wrapping_add(attempt));
@@ -223,7 +250,12 @@ mod tests {
         assert_eq!(cidr.to_string(), "10.96.0.0/12");
         assert!(cidr.contains(Ipv4Addr::new(10, 111, 255, 255)));
         assert!(!cidr.contains(Ipv4Addr::new(10, 112, 0, 0)));
-        assert_eq!(cidr.usable(0), Ipv4Addr::new(10, 96, 0, 2));
+        assert_eq!(cidr.address(1), Ipv4Addr::new(10, 96, 0, 1));
+        assert_eq!(cidr.address(10), Ipv4Addr::new(10, 96, 0, 10));
+        // Dynamic allocation goes above the 256 static addresses first, then into them.
+        assert_eq!(cidr.usable(0), Ipv4Addr::new(10, 96, 1, 0));
+        assert_eq!(cidr.usable(cidr.dynamic_first() - 1), Ipv4Addr::new(10, 111, 255, 254));
+        assert_eq!(cidr.usable(cidr.dynamic_first()), Ipv4Addr::new(10, 96, 0, 2));
         let small: Ipv4Cidr = "192.168.0.0/29".parse().unwrap();
         for offset in 0..100 {
             let ip = u32::from(small.usable(offset));

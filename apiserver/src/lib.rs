@@ -15,6 +15,7 @@ pub mod rest;
 pub mod selectors;
 pub mod server;
 pub mod status;
+pub mod system_services;
 pub mod table;
 
 pub use server::{bootstrap, router, serve, Config};

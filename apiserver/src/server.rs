@@ -16,6 +16,7 @@ use tracing::Instrument;
 use crate::allocator::ServiceRanges;
 use crate::metrics::{Metrics, TimedStore};
 use crate::resources::Registry;
+use crate::system_services::{self, SystemServices};
 use crate::{discovery, model, objects, openapi, rest};
 
 #[derive(Clone, Debug)]
@@ -29,6 +30,9 @@ pub struct Config {
     pub slow_watcher_grace: Duration,
     /// Where Services get cluster IPs and node ports.
     pub service_ranges: ServiceRanges,
+    /// Keep the `kubernetes` (and `kube-dns`) Services, as `r8s server` does;
+    /// `None` leaves them out (most tests).
+    pub system_services: Option<SystemServices>,
 }
 
 impl Default for Config {
@@ -38,6 +42,7 @@ impl Default for Config {
             watch_queue: 1024,
             slow_watcher_grace: Duration::from_secs(10),
             service_ranges: ServiceRanges::default(),
+            system_services: None,
         }
     }
 }
@@ -107,7 +112,23 @@ pub async fn bootstrap(store: &dyn Store) -> Result<(), store::StoreError> {
 /// Serves the API on `listener` until the future is dropped or fails.
 pub async fn serve(store: Arc<dyn Store>, listener: TcpListener, config: Config) -> std::io::Result<()> {
     bootstrap(store.as_ref()).await.map_err(std::io::Error::other)?;
+    let _system_services = match config.system_services.clone() {
+        Some(wanted) => {
+            let keeper = system_services::keep(listener.local_addr()?, wanted, config.service_ranges.clone());
+            Some(AbortOnDrop(tokio::spawn(keeper)))
+        }
+        None => None,
+    };
     axum::serve(listener, router(store, config)).await
+}
+
+/// Ends a background task with the server (also when its future is dropped).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 async fn trace_request(request: Request, next: Next) -> Response {
