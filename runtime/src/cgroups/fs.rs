@@ -6,7 +6,7 @@ use nix::unistd::Pid;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
-    #[error("cgroup root name {0:?} must start with \"r8s\" and be one path component")]
+    #[error("cgroup root {0:?} must start with \"r8s\" and be a relative path of plain names")]
     BadRoot(String),
     #[error("no cgroup filesystem at {0}")]
     NotMounted(PathBuf),

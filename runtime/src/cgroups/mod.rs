@@ -93,7 +93,10 @@ pub trait CgroupManager: Send + Sync + std::fmt::Debug {
 /// at `mount`, v1 (one hierarchy per controller) otherwise. `root` is the name
 /// of r8s's own subtree (`r8s`; tests use `r8s-test-<id>`).
 pub fn detect(mount: &Path, root: &str) -> Result<Box<dyn CgroupManager>, CgroupError> {
-    if !root.starts_with("r8s") || root.contains('/') || root.contains("..") {
+    // `r8s`, `r8s-test-1` or a subtree such as `r8s/<cluster>/<node>` (one
+    // per node of `r8s up --nodes`): plain names, never leaving the r8s tree.
+    let plain = |part: &str| !part.is_empty() && part != "." && part != "..";
+    if !root.starts_with("r8s") || !root.split('/').all(plain) {
         return Err(CgroupError::BadRoot(root.to_string()));
     }
     if mount.join("cgroup.controllers").exists() {
@@ -128,5 +131,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert!(matches!(detect(dir.path(), "system"), Err(CgroupError::BadRoot(_))));
         assert!(matches!(detect(dir.path(), "r8s/../x"), Err(CgroupError::BadRoot(_))));
+        assert!(matches!(detect(dir.path(), "r8s//x"), Err(CgroupError::BadRoot(_))));
+        assert!(!matches!(detect(dir.path(), "r8s/c1/n1"), Err(CgroupError::BadRoot(_))));
     }
 }

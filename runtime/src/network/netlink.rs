@@ -14,6 +14,7 @@ use std::path::Path;
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
 use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol};
 use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket, TokioSocket};
 use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
@@ -201,6 +202,65 @@ impl Netlink {
             .execute()
             .await
             .map_err(self.failed(format!("adding the default route via {gateway}")))
+    }
+
+    /// Routes `destination` through `gateway`, tagged with route protocol
+    /// `protocol` so that its owner finds it again; replaces a route to the
+    /// same destination.
+    pub async fn replace_route(&self, destination: Ipv4Net, gateway: Ipv4Addr, protocol: u8) -> Result<(), NetlinkError> {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(destination.network(), destination.prefix_len())
+            .gateway(gateway)
+            .protocol(RouteProtocol::Other(protocol))
+            .build();
+        self.handle
+            .route()
+            .add(route)
+            .replace()
+            .execute()
+            .await
+            .map_err(self.failed(format!("adding the route to {destination} via {gateway}")))
+    }
+
+    /// The IPv4 routes of the main table tagged with `protocol`, by destination,
+    /// with their gateways.
+    pub async fn routes_with_protocol(&self, protocol: u8) -> Result<Vec<(Ipv4Net, Option<Ipv4Addr>)>, NetlinkError> {
+        let all: Vec<RouteMessage> = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .map_err(self.failed("listing routes"))?;
+        Ok(all
+            .iter()
+            .filter(|route| route.header.protocol == RouteProtocol::Other(protocol))
+            .filter_map(|route| {
+                let address = |wanted: fn(&RouteAttribute) -> Option<&RouteAddress>| {
+                    route.attributes.iter().find_map(wanted).and_then(|a| match a {
+                        RouteAddress::Inet(ip) => Some(*ip),
+                        _ => None,
+                    })
+                };
+                let destination = address(|a| if let RouteAttribute::Destination(d) = a { Some(d) } else { None })?;
+                let gateway = address(|a| if let RouteAttribute::Gateway(g) = a { Some(g) } else { None });
+                Some((Ipv4Net::new(destination, route.header.destination_prefix_length).ok()?, gateway))
+            })
+            .collect())
+    }
+
+    /// Deletes the route to `destination` tagged with `protocol`; `false` if there was none.
+    pub async fn delete_route(&self, destination: Ipv4Net, protocol: u8) -> Result<bool, NetlinkError> {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(destination.network(), destination.prefix_len())
+            .protocol(RouteProtocol::Other(protocol))
+            .build();
+        match self.handle.route().del(route).execute().await {
+            Ok(()) => Ok(true),
+            Err(e) if errno(&e) == Some(libc::ESRCH) => Ok(false),
+            Err(e) => Err(self.failed(format!("deleting the route to {destination}"))(e)),
+        }
     }
 
     /// Names of the veth links enslaved to the bridge with index `bridge`.
