@@ -15,6 +15,7 @@ pub mod host;
 pub mod logs;
 pub mod node;
 pub mod pods;
+pub mod routes;
 pub mod server;
 
 use std::net::SocketAddr;
@@ -40,6 +41,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The node's InternalIP (found from the default route when `None`).
     pub node_ip: Option<std::net::IpAddr>,
+    /// Routes to other nodes' pod CIDRs (and the egress masquerade); `None`: none.
+    pub pod_routes: Option<routes::PodRoutes>,
 }
 
 impl Config {
@@ -52,6 +55,7 @@ impl Config {
             log_dir: PathBuf::from("/var/log/pods"),
             listen: SocketAddr::from(([0, 0, 0, 0], 10250)),
             node_ip: None,
+            pod_routes: None,
         }
     }
 }
@@ -76,12 +80,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
     }
     let client = client::connect::from_url(&config.server)?;
     let cri = cri::Cri::connect(&config.cri_endpoint)?;
-    let identity = node::NodeIdentity {
-        name: config.node_name.clone(),
-        ip: config.node_ip.unwrap_or_else(host::node_ip).to_string(),
-        agent_port: config.listen.port(),
-        host: host::Host::probe(&config.root_dir),
-    };
+    let identity = identity(&config);
     let context = Arc::new(pods::Context {
         client: client.clone(),
         cri: cri.clone(),
@@ -93,9 +92,36 @@ pub async fn run(config: Config) -> Result<(), Error> {
     });
     tracing::info!(node = %config.node_name, server = %config.server, runtime = %config.cri_endpoint, "node agent starting");
     let address = config.listen;
+    let routes = {
+        let (client, me, pod_routes) = (client.clone(), config.node_name.clone(), config.pod_routes.clone());
+        async move {
+            match pod_routes {
+                Some(pod_routes) => routes::maintain(client, me, pod_routes).await,
+                None => std::future::pending().await,
+            }
+        }
+    };
     tokio::select! {
+        () = routes => Ok(()),
         () = node::maintain(client, cri.clone(), identity) => Ok(()),
         () = pods::run(context) => Ok(()),
         served = server::serve(address, cri, config.log_dir.clone()) => served.map_err(|source| Error::Serve { address, source }),
     }
+}
+
+fn identity(config: &Config) -> node::NodeIdentity {
+    node::NodeIdentity {
+        name: config.node_name.clone(),
+        ip: config.node_ip.unwrap_or_else(host::node_ip).to_string(),
+        agent_port: config.listen.port(),
+        host: host::Host::probe(&config.root_dir),
+    }
+}
+
+/// Registers the Node (if it is not yet) and waits until the controller gives
+/// it `spec.podCIDR`, which the agent's runtime then needs to start.
+pub async fn wait_for_pod_cidr(config: &Config) -> Result<String, Error> {
+    std::fs::create_dir_all(&config.root_dir).map_err(|source| Error::Io { path: config.root_dir.display().to_string(), source })?;
+    let client = client::connect::from_url(&config.server)?;
+    Ok(node::wait_for_pod_cidr(client, &identity(config)).await)
 }

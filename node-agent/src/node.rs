@@ -126,6 +126,34 @@ pub fn node_object(identity: &NodeIdentity) -> Node {
     Node { metadata: ObjectMeta { name: Some(identity.name.clone()), labels: Some(labels), ..Default::default() }, ..Default::default() }
 }
 
+/// Registers the Node if needed, then waits until it has `spec.podCIDR` and
+/// returns it. API errors are logged and retried.
+pub async fn wait_for_pod_cidr(client: Client, identity: &NodeIdentity) -> String {
+    let nodes: Api<Node> = Api::all(client);
+    let mut announced = false;
+    loop {
+        let node = match nodes.get_opt(&identity.name).await {
+            Ok(Some(node)) => Some(node),
+            Ok(None) => {
+                tracing::info!(node = %identity.name, "registering the node");
+                nodes.create(&PostParams::default(), &node_object(identity)).await.map_err(|e| tracing::warn!(error = %e, "could not register the node")).ok()
+            }
+            Err(error) => {
+                tracing::warn!(%error, node = %identity.name, "could not read the node");
+                None
+            }
+        };
+        if let Some(cidr) = node.and_then(|n| n.spec).and_then(|s| s.pod_cidr).filter(|c| !c.is_empty()) {
+            return cidr;
+        }
+        if !announced {
+            tracing::info!(node = %identity.name, "waiting for the node's pod CIDR");
+            announced = true;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// Keeps the Node registered and its status current, and the Lease renewed.
 /// Runs until cancelled; API errors are logged and retried.
 pub async fn maintain(client: Client, cri: Cri, identity: NodeIdentity) {
