@@ -1,9 +1,11 @@
 //! `r8s image ...`: the runtime's image store.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
-use runtime::image::{defaults, ImageStore};
+use runtime::image::registry::{Credentials, PullOptions};
+use runtime::image::{defaults, Digest, ImageStore};
 
 pub const DEFAULT_IMAGE_ROOT: &str = "/var/lib/r8s/images";
 
@@ -26,6 +28,19 @@ enum ImageCommand {
         /// Name for the image (required when the archive names none).
         name: Option<String>,
     },
+    /// Pull an image from its registry (`busybox`, `host:port/repo:tag`, `repo@sha256:...`).
+    Pull {
+        reference: String,
+        #[arg(long, env = "R8S_REGISTRY_USERNAME")]
+        username: Option<String>,
+        /// The password (or a token) for `--username`.
+        #[arg(long, env = "R8S_REGISTRY_PASSWORD", requires = "username", hide_env_values = true)]
+        password: Option<String>,
+        /// A registry (`host` or `host:port`) spoken to over plain HTTP; repeatable.
+        /// Loopback registries always are.
+        #[arg(long = "insecure-registry")]
+        insecure_registries: Vec<String>,
+    },
     /// List images.
     Ls,
     /// Remove an image's name.
@@ -45,6 +60,17 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
             for image in store.import_archive(&path, name.as_deref())? {
                 println!("{} {}", image.name, image.id);
             }
+        }
+        ImageCommand::Pull { reference, username, password, insecure_registries } => {
+            let credentials = username.map(|u| Credentials::basic(u, password.unwrap_or_default())).unwrap_or_default();
+            let progress = Arc::new(|digest: &Digest, size: u64, present: bool| {
+                let state = if present { "already present" } else { "downloaded" };
+                eprintln!("{}: {state} ({size} bytes)", &digest.hex()[..12]);
+            });
+            let options = PullOptions { credentials, insecure_registries, progress: Some(progress), ..Default::default() };
+            let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+            let image = tokio.block_on(store.pull(&reference, &options)).with_context(|| format!("failed to pull image {reference:?}"))?;
+            println!("{} {}", image.name, image.id);
         }
         ImageCommand::Ls => {
             println!("{:<40} {:<20} {:>12}", "NAME", "ID", "SIZE");

@@ -38,6 +38,10 @@ pub struct ServeArgs {
     /// Where Exec's streaming server listens.
     #[arg(long, default_value = "127.0.0.1:0")]
     streaming_address: SocketAddr,
+    /// A registry (`host` or `host:port`) to pull from over plain HTTP; repeatable.
+    /// Loopback registries always are.
+    #[arg(long = "insecure-registry")]
+    insecure_registries: Vec<String>,
 }
 
 pub fn run(runtime: RuntimeConfig, image_root: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
@@ -60,6 +64,7 @@ async fn serve(runtime: RuntimeConfig, image_root: PathBuf, args: ServeArgs) -> 
     config.root = args.cri_root;
     config.image_root = image_root;
     config.netns_dir = args.netns_dir;
+    config.insecure_registries = args.insecure_registries;
     let service = CriService::new(config, network).await.context("starting the CRI service")?;
     let streaming = cri::streaming::Streaming::start(service.clone(), args.streaming_address).await?;
     tracing::info!(socket = %args.socket.display(), streaming = %streaming.address(), "serving CRI");

@@ -4,6 +4,7 @@ use k8s_cri::v1 as cri;
 
 use super::records::ContainerRecord;
 use crate::cgroups::Stats;
+use crate::image::registry::{BadAuth, Credentials};
 use crate::runtime::{ContainerInfo, Status};
 use crate::sandbox::{now_nanos, SandboxRecord, Sharing};
 
@@ -190,4 +191,18 @@ pub fn sandbox_stats(record: &SandboxRecord, pod: &Stats, containers: &[(Contain
         }),
         windows: None,
     }
+}
+
+/// A PullImage's AuthConfig as registry credentials: username and password,
+/// else the docker config `auth` field (base64 `user:password`), plus tokens.
+pub fn credentials(auth: Option<cri::AuthConfig>) -> Result<Credentials, BadAuth> {
+    let Some(auth) = auth else { return Ok(Credentials::default()) };
+    let mut credentials = if auth.username.is_empty() && !auth.auth.is_empty() {
+        Credentials::from_auth_field(&auth.auth)?
+    } else {
+        Credentials::basic(auth.username, auth.password)
+    };
+    credentials.identity_token = auth.identity_token;
+    credentials.registry_token = auth.registry_token;
+    Ok(credentials)
 }

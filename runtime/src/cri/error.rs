@@ -3,6 +3,7 @@
 use tonic::{Code, Status};
 
 use crate::cgroups::CgroupError;
+use crate::image::registry::PullError;
 use crate::image::ImageError;
 use crate::network::{IpamError, NetworkError};
 use crate::runtime::RuntimeError;
@@ -28,6 +29,9 @@ pub enum CriError {
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
     Image(#[from] ImageError),
+    /// Worded as containerd words it, so users find the same messages.
+    #[error("failed to pull image {reference:?}: {source}")]
+    Pull { reference: String, source: PullError },
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
     #[error(transparent)]
@@ -57,6 +61,14 @@ impl CriError {
             CriError::Runtime(RuntimeError::Create { not_found: true, .. }) => Code::InvalidArgument,
             CriError::Image(ImageError::NotFound(_)) => Code::NotFound,
             CriError::Image(ImageError::BadName(_)) => Code::InvalidArgument,
+            CriError::Pull { source, .. } => match source {
+                PullError::BadReference(_) => Code::InvalidArgument,
+                PullError::Unauthenticated { .. } => Code::Unauthenticated,
+                PullError::Denied { .. } => Code::PermissionDenied,
+                PullError::NotFound { .. } => Code::NotFound,
+                PullError::Registry { .. } => Code::Unavailable,
+                PullError::Image(_) | PullError::Task(_) => Code::Internal,
+            },
             CriError::Sandbox(SandboxError::NotFound(_)) => Code::NotFound,
             CriError::Sandbox(SandboxError::Invalid(_)) => Code::InvalidArgument,
             CriError::Sandbox(SandboxError::Network(NetworkError::Ipam(IpamError::Exhausted { .. }))) => Code::ResourceExhausted,

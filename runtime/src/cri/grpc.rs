@@ -320,14 +320,12 @@ impl ImageService for CriServer {
     }
 
     async fn pull_image(&self, request: Request<cri::PullImageRequest>) -> Reply<cri::PullImageResponse> {
-        let reference = image_reference(request.into_inner().image)?;
-        match self.service.find_image(&reference)? {
-            Some(image) => Ok(Response::new(cri::PullImageResponse { image_ref: image.id.to_string() })),
-            None => Err(Status::not_found(format!(
-                "image {reference:?} is not in the image store, and r8s cannot pull from registries yet: \
-                 import it with `r8s image import` or `r8s image load`"
-            ))),
-        }
+        let request = request.into_inner();
+        let reference = image_reference(request.image)?;
+        let credentials = convert::credentials(request.auth).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let image = self.service.pull_image(&reference, credentials).await?;
+        // containerd answers with the image id, the digest of its config.
+        Ok(Response::new(cri::PullImageResponse { image_ref: image.id.to_string() }))
     }
 
     async fn remove_image(&self, request: Request<cri::RemoveImageRequest>) -> Reply<cri::RemoveImageResponse> {

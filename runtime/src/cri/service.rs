@@ -20,6 +20,7 @@ use super::container_spec::{self, SANDBOX_ANNOTATION};
 use super::error::{io, CriError};
 use super::records::{ContainerRecord, ContainerRecords};
 use crate::cgroups::{Resources, Stats};
+use crate::image::registry::{Credentials, PullOptions, Reference};
 use crate::image::{Image, ImageError, ImageStore};
 use crate::network::PodNetwork;
 use crate::runtime::{ContainerInfo, ExecSpec, Runtime, RuntimeConfig, RuntimeError};
@@ -39,6 +40,8 @@ pub struct CriConfig {
     pub netns_dir: PathBuf,
     /// The node's `/etc` (hosts and resolv.conf of hostNetwork pods).
     pub node_etc: PathBuf,
+    /// Registries pulled from over plain HTTP (loopback ones always are).
+    pub insecure_registries: Vec<String>,
 }
 
 impl CriConfig {
@@ -49,6 +52,7 @@ impl CriConfig {
             image_root: PathBuf::from("/var/lib/r8s/images"),
             netns_dir: PathBuf::from("/run/r8s/netns"),
             node_etc: PathBuf::from("/etc"),
+            insecure_registries: Vec::new(),
         }
     }
 }
@@ -65,6 +69,7 @@ struct Inner {
     sandboxes: Sandboxes,
     containers: ContainerRecords,
     image_root: PathBuf,
+    insecure_registries: Vec<String>,
     /// CRI name keys being made or in use → id.
     names: Mutex<HashMap<String, String>>,
 }
@@ -119,7 +124,7 @@ impl CriService {
         };
         let sandboxes = Sandboxes::new(settings, runtime.clone(), network)?;
         let containers = ContainerRecords::open(&config.root.join("containers"))?;
-        let service = Self { inner: Arc::new(Inner { runtime, images, sandboxes, containers, image_root: config.image_root.clone(), names: Mutex::new(HashMap::new()) }) };
+        let service = Self { inner: Arc::new(Inner { runtime, images, sandboxes, containers, image_root: config.image_root.clone(), insecure_registries: config.insecure_registries.clone(), names: Mutex::new(HashMap::new()) }) };
         service.recover().await?;
         Ok(service)
     }
@@ -264,15 +269,28 @@ impl CriService {
 
     // ---- containers ----
 
-    /// An image by name or by id (`sha256:<hex>`, or the hex alone).
+    /// An image by name (as given, or fully qualified as a pull names it:
+    /// `busybox` finds `docker.io/library/busybox:latest`) or by id
+    /// (`sha256:<hex>`, or the hex alone).
     pub fn find_image(&self, reference: &str) -> Result<Option<Image>> {
-        match self.inner.images.get(reference) {
-            Ok(image) => return Ok(Some(image)),
-            Err(ImageError::NotFound(_) | ImageError::BadName(_)) => {}
-            Err(e) => return Err(e.into()),
+        let qualified = Reference::parse(reference).ok().map(|r| r.to_string());
+        for name in std::iter::once(reference).chain(qualified.as_deref()) {
+            match self.inner.images.get(name) {
+                Ok(image) => return Ok(Some(image)),
+                Err(ImageError::NotFound(_) | ImageError::BadName(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
         Ok(self.inner.images.list()?.into_iter().find(|image| image.id.hex() == hex))
+    }
+
+    /// Pulls `reference` from its registry with `credentials` (PullImage).
+    pub async fn pull_image(&self, reference: &str, credentials: Credentials) -> Result<Image> {
+        let options = PullOptions { credentials, insecure_registries: self.inner.insecure_registries.clone(), ..Default::default() };
+        let span = tracing::info_span!("pull", image = reference);
+        let pulled = tracing::Instrument::instrument(self.inner.images.pull(reference, &options), span).await;
+        pulled.map_err(|source| CriError::Pull { reference: reference.to_string(), source })
     }
 
     pub async fn create_container(&self, sandbox_id: &str, config: ContainerConfig) -> Result<String> {

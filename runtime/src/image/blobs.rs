@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use super::digest::{Digest, HashingReader};
+use super::digest::{Digest, HashingWriter};
 use super::ImageError;
 
 #[derive(Debug, Clone)]
@@ -41,38 +41,24 @@ impl BlobStore {
         if self.contains(expected) {
             return Ok(());
         }
-        let (tmp, actual, written) = self.write_tmp(content)?;
-        if let Some(size) = size.filter(|s| *s != written) {
-            return Err(ImageError::BlobSize { digest: expected.clone(), expected: size, actual: written });
-        }
-        if &actual != expected {
-            return Err(ImageError::DigestMismatch { expected: expected.clone(), actual });
-        }
-        self.commit(tmp, expected)
+        self.writer_from(content)?.commit_verified(expected, size)
     }
 
     /// Stores `content` under its own digest.
     pub fn put(&self, content: impl Read) -> Result<Digest, ImageError> {
-        let (tmp, digest, _) = self.write_tmp(content)?;
-        if self.contains(&digest) {
-            return Ok(digest);
-        }
-        self.commit(tmp, &digest)?;
-        Ok(digest)
+        self.writer_from(content)?.commit()
     }
 
-    fn write_tmp(&self, content: impl Read) -> Result<(tempfile::TempPath, Digest, u64), ImageError> {
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.tmp).map_err(ImageError::io("creating a temporary blob"))?;
-        let mut reader = HashingReader::new(content);
-        io::copy(&mut reader, tmp.as_file_mut()).map_err(ImageError::io("writing a blob"))?;
-        tmp.as_file().sync_all().map_err(ImageError::io("syncing a blob"))?;
-        let written = reader.bytes;
-        Ok((tmp.into_temp_path(), reader.digest(), written))
+    /// A new blob, written piece by piece (a download) and stored once complete.
+    pub fn writer(&self) -> Result<BlobWriter, ImageError> {
+        let tmp = tempfile::NamedTempFile::new_in(&self.tmp).map_err(ImageError::io("creating a temporary blob"))?;
+        Ok(BlobWriter { store: self.clone(), file: HashingWriter::new(tmp), written: 0 })
     }
 
-    fn commit(&self, tmp: tempfile::TempPath, digest: &Digest) -> Result<(), ImageError> {
-        // Renaming onto an existing blob (a concurrent import) is fine: same content.
-        tmp.persist(self.path(digest)).map_err(|e| ImageError::io(format!("storing blob {digest}"))(e.error))
+    fn writer_from(&self, mut content: impl Read) -> Result<BlobWriter, ImageError> {
+        let mut writer = self.writer()?;
+        io::copy(&mut content, &mut writer).map_err(ImageError::io("writing a blob"))?;
+        Ok(writer)
     }
 
     pub fn open_blob(&self, digest: &Digest) -> Result<File, ImageError> {
@@ -90,5 +76,66 @@ impl BlobStore {
 
     pub fn remove(&self, digest: &Digest) -> Result<(), ImageError> {
         std::fs::remove_file(self.path(digest)).map_err(ImageError::io(format!("removing blob {digest}")))
+    }
+}
+
+/// A blob being written: hashed on the way to a temporary file, which is
+/// renamed to its digest only when complete (dropped unfinished, it is removed).
+pub struct BlobWriter {
+    store: BlobStore,
+    file: HashingWriter<tempfile::NamedTempFile>,
+    written: u64,
+}
+
+impl io::Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl BlobWriter {
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Stores the blob if it hashes to `expected` (and is `size` long, when known).
+    pub fn commit_verified(self, expected: &Digest, size: Option<u64>) -> Result<(), ImageError> {
+        let written = self.written;
+        let (store, tmp, actual) = self.finish()?;
+        if let Some(size) = size.filter(|s| *s != written) {
+            return Err(ImageError::BlobSize { digest: expected.clone(), expected: size, actual: written });
+        }
+        if &actual != expected {
+            return Err(ImageError::DigestMismatch { expected: expected.clone(), actual });
+        }
+        store.persist(tmp, expected)
+    }
+
+    /// Stores the blob under its own digest.
+    pub fn commit(self) -> Result<Digest, ImageError> {
+        let (store, tmp, digest) = self.finish()?;
+        if !store.contains(&digest) {
+            store.persist(tmp, &digest)?;
+        }
+        Ok(digest)
+    }
+
+    fn finish(self) -> Result<(BlobStore, tempfile::TempPath, Digest), ImageError> {
+        let (tmp, digest) = self.file.finish();
+        tmp.as_file().sync_all().map_err(ImageError::io("syncing a blob"))?;
+        Ok((self.store, tmp.into_temp_path(), digest))
+    }
+}
+
+impl BlobStore {
+    fn persist(&self, tmp: tempfile::TempPath, digest: &Digest) -> Result<(), ImageError> {
+        // Renaming onto an existing blob (a concurrent import) is fine: same content.
+        tmp.persist(self.path(digest)).map_err(|e| ImageError::io(format!("storing blob {digest}"))(e.error))
     }
 }

@@ -13,12 +13,12 @@ use serde::Deserialize;
 use super::digest::Digest;
 use super::{normalize_name, Image, ImageDefaults, ImageError, ImageStore};
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub(super) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub(super) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
-const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub(super) const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub(super) const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 /// Layer media types r8s can unpack (the compression is detected from the content).
@@ -34,11 +34,11 @@ const LAYER_MEDIA_TYPES: [&str; 7] = [
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Descriptor {
+pub(super) struct Descriptor {
     #[serde(default)]
-    media_type: String,
-    digest: Digest,
-    size: u64,
+    pub(super) media_type: String,
+    pub(super) digest: Digest,
+    pub(super) size: u64,
     #[serde(default)]
     annotations: HashMap<String, String>,
     platform: Option<Platform>,
@@ -51,14 +51,26 @@ struct Platform {
 }
 
 #[derive(Debug, Deserialize)]
-struct Index {
+pub(super) struct Index {
     manifests: Vec<Descriptor>,
 }
 
 #[derive(Debug, Deserialize)]
-struct Manifest {
-    config: Descriptor,
-    layers: Vec<Descriptor>,
+pub(super) struct Manifest {
+    pub(super) config: Descriptor,
+    pub(super) layers: Vec<Descriptor>,
+}
+
+impl Index {
+    /// The entry for this machine (linux and its architecture; an entry
+    /// without a platform fits any), as containerd picks one.
+    pub(super) fn for_this_platform(self, what: &str) -> Result<Descriptor, ImageError> {
+        let arch = oci_architecture();
+        self.manifests
+            .into_iter()
+            .find(|m| m.platform.as_ref().is_none_or(|p| p.os == "linux" && p.architecture == arch))
+            .ok_or_else(|| bad_archive(what, format!("no manifest for linux/{arch}")))
+    }
 }
 
 /// The part of an image config that r8s uses.
@@ -88,7 +100,7 @@ struct DockerSaveEntry {
     layers: Vec<String>,
 }
 
-fn parse<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, ImageError> {
+pub(super) fn parse<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, ImageError> {
     serde_json::from_slice(bytes).map_err(|e| ImageError::BadArchive { what: what.to_string(), reason: e.to_string() })
 }
 
@@ -214,12 +226,7 @@ impl ImageStore {
             OCI_INDEX | DOCKER_MANIFEST_LIST => {
                 self.copy_layout_blob(layout, &descriptor)?;
                 let index: Index = parse(&format!("blob {}", descriptor.digest), &self.blobs.read(&descriptor.digest)?)?;
-                let arch = oci_architecture();
-                let chosen = index
-                    .manifests
-                    .into_iter()
-                    .find(|m| m.platform.as_ref().is_none_or(|p| p.os == "linux" && p.architecture == arch))
-                    .ok_or_else(|| bad_archive(format!("index {}", descriptor.digest), format!("no manifest for linux/{arch}")))?;
+                let chosen = index.for_this_platform(&format!("index {}", descriptor.digest))?;
                 self.resolve_layout_manifest(layout, chosen)
             }
             OCI_MANIFEST | DOCKER_MANIFEST | "" => {
@@ -280,7 +287,7 @@ impl ImageStore {
     }
 
     /// Unpacks the layers of a stored manifest and records the name.
-    fn finish_import(&self, name: String, manifest_digest: Digest) -> Result<Image, ImageError> {
+    pub(super) fn finish_import(&self, name: String, manifest_digest: Digest) -> Result<Image, ImageError> {
         let manifest: Manifest = parse(&format!("manifest {manifest_digest}"), &self.blobs.read(&manifest_digest)?)?;
         let config: ConfigFile = parse(&format!("config {}", manifest.config.digest), &self.blobs.read(&manifest.config.digest)?)?;
         let run = config.config.unwrap_or_default();
@@ -338,7 +345,7 @@ fn archive_dir<W: std::io::Write>(
     Ok(())
 }
 
-fn check_layer_media_type(layer: &Descriptor) -> Result<(), ImageError> {
+pub(super) fn check_layer_media_type(layer: &Descriptor) -> Result<(), ImageError> {
     if LAYER_MEDIA_TYPES.contains(&layer.media_type.as_str()) {
         Ok(())
     } else {

@@ -15,13 +15,14 @@ pub mod defaults;
 pub mod digest;
 mod import;
 mod layer;
+pub mod registry;
 
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
-pub use blobs::BlobStore;
+pub use blobs::{BlobStore, BlobWriter};
 pub use digest::Digest;
 
 #[derive(Debug, thiserror::Error)]
