@@ -45,6 +45,21 @@ pub struct AgentArgs {
     /// The node's InternalIP (default: the source address of the default route).
     #[arg(long)]
     node_ip: Option<IpAddr>,
+    /// Run inside this network namespace (`/run/netns/NAME`), entered at
+    /// start: the runtime, the pod bridge and the agent's listeners live there.
+    #[arg(long)]
+    netns: Option<String>,
+    /// Register the Node, wait for the controller to give it `spec.podCIDR`,
+    /// and start the runtime with that pod CIDR.
+    #[arg(long)]
+    wait_for_pod_cidr: bool,
+    /// Route other nodes' pod CIDRs inside this range through their InternalIPs.
+    #[arg(long)]
+    cluster_cidr: Option<String>,
+    /// Masquerade pods' traffic leaving through this interface toward
+    /// addresses outside `--cluster-cidr` (only for a node that is a namespace).
+    #[arg(long, requires_all = ["netns", "cluster_cidr"])]
+    masquerade_interface: Option<String>,
 }
 
 /// The runtime process the agent started; stopped (SIGTERM) with the agent.
@@ -64,7 +79,7 @@ pub fn hostname() -> String {
 }
 
 /// Starts `r8s runtime serve` unless a runtime already answers on the socket.
-fn start_runtime(args: &AgentArgs) -> anyhow::Result<Option<RuntimeProcess>> {
+fn start_runtime(args: &AgentArgs, pod_cidr: Option<&str>) -> anyhow::Result<Option<RuntimeProcess>> {
     if std::os::unix::net::UnixStream::connect(&args.runtime_socket).is_ok() {
         tracing::info!(socket = %args.runtime_socket.display(), "using the runtime already serving on the socket");
         return Ok(None);
@@ -74,6 +89,7 @@ fn start_runtime(args: &AgentArgs) -> anyhow::Result<Option<RuntimeProcess>> {
         .args(["runtime", "serve", "--socket"])
         .arg(&args.runtime_socket)
         .args(&args.runtime_args)
+        .args(pod_cidr.map(|cidr| format!("--pod-cidr={cidr}")))
         .spawn()
         .context("cannot start `r8s runtime serve`")?;
     let process = RuntimeProcess(child);
@@ -89,20 +105,42 @@ fn start_runtime(args: &AgentArgs) -> anyhow::Result<Option<RuntimeProcess>> {
 
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     crate::init_logging();
-    let (runtime, endpoint) = match &args.container_runtime_endpoint {
-        Some(endpoint) => (None, endpoint.clone()),
-        None => (start_runtime(&args)?, format!("unix://{}", args.runtime_socket.display())),
-    };
+    if let Some(name) = &args.netns {
+        // Before any thread exists: `setns` moves only the calling thread.
+        crate::netns::enter(name)?;
+    }
     let mut config = node_agent::Config::new(&args.server, args.node_name.clone().unwrap_or_else(hostname));
-    config.cri_endpoint = endpoint;
-    config.root_dir = args.root_dir;
-    config.log_dir = args.log_dir;
+    config.root_dir = args.root_dir.clone();
+    config.log_dir = args.log_dir.clone();
     config.listen = args.listen;
     config.node_ip = args.node_ip;
+    if let Some(cidr) = &args.cluster_cidr {
+        let cluster_cidr = cidr.parse().with_context(|| format!("--cluster-cidr {cidr:?}"))?;
+        config.pod_routes = Some(node_agent::routes::PodRoutes { cluster_cidr, masquerade_interface: args.masquerade_interface.clone() });
+    }
     let tokio = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let mut terminate = tokio.block_on(async { signal(SignalKind::terminate()) })?;
+    let mut interrupt = tokio.block_on(async { signal(SignalKind::interrupt()) })?;
+    let pod_cidr = if args.wait_for_pod_cidr {
+        let waited = tokio.block_on(async {
+            tokio::select! {
+                cidr = node_agent::wait_for_pod_cidr(&config) => cidr.map(Some).map_err(anyhow::Error::from),
+                _ = terminate.recv() => Ok(None),
+                _ = interrupt.recv() => Ok(None),
+            }
+        })?;
+        let Some(cidr) = waited else { return Ok(()) };
+        tracing::info!(pod_cidr = %cidr, "the node's pod CIDR");
+        Some(cidr)
+    } else {
+        None
+    };
+    let (runtime, endpoint) = match &args.container_runtime_endpoint {
+        Some(endpoint) => (None, endpoint.clone()),
+        None => (start_runtime(&args, pod_cidr.as_deref())?, format!("unix://{}", args.runtime_socket.display())),
+    };
+    config.cri_endpoint = endpoint;
     let result = tokio.block_on(async move {
-        let mut terminate = signal(SignalKind::terminate())?;
-        let mut interrupt = signal(SignalKind::interrupt())?;
         tokio::select! {
             ran = node_agent::run(config) => ran.map_err(anyhow::Error::from),
             _ = terminate.recv() => Ok(()),

@@ -2,9 +2,12 @@
 //! a library crate to the command line.
 
 mod agent;
+mod cluster;
 mod control;
+mod down;
 mod image_cmd;
 mod kubeconfig;
+mod netns;
 mod runtime_cmd;
 mod runtime_serve;
 mod server;
@@ -34,8 +37,11 @@ enum Command {
     Sim(sim::SimArgs),
     /// Run the node agent: join the cluster and run this node's pods.
     Agent(agent::AgentArgs),
-    /// Run a whole one-node cluster on this machine: server, agent and runtime.
+    /// Run a whole one-node cluster on this machine: server, agent and runtime
+    /// (with --nodes N, N nodes in network namespaces of their own).
     Up(up::UpArgs),
+    /// Remove a multi-node cluster of `r8s up --nodes` and all it made, also after a crash.
+    Down(down::DownArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,6 +54,7 @@ fn main() -> anyhow::Result<()> {
         Command::Sim(args) => sim::run(args),
         Command::Agent(args) => agent::run(args),
         Command::Up(args) => up::run(args),
+        Command::Down(args) => down::run(args),
     }
 }
 

@@ -1,4 +1,6 @@
-//! `r8s up`: a whole one-node cluster on this machine, in the foreground. It
+//! `r8s up`: a whole one-node cluster on this machine, in the foreground
+//! (with `--nodes N`, a cluster of N nodes in network namespaces: see
+//! [`crate::cluster`]). It
 //! starts `r8s server` (the embedded raft store, the API server, the scheduler
 //! and the controllers) and `r8s agent` (which starts the runtime) as processes
 //! of their own, talking to each other only through the API, waits until the
@@ -33,18 +35,37 @@ pub struct UpArgs {
     /// How long to wait for the node to be Ready.
     #[arg(long, default_value_t = 120)]
     timeout_seconds: u64,
+    /// Run a cluster of this many nodes, each in a network namespace of its own.
+    #[arg(long)]
+    nodes: Option<usize>,
+    /// The multi-node cluster's name: its namespaces are `r8s-NAME` and
+    /// `r8s-NAME-n<i>`, its Nodes `NAME-n<i>`.
+    #[arg(long, default_value = "local", requires = "nodes")]
+    name: String,
+    /// The range of the nodes' pod CIDRs (a /24 per node) in a multi-node cluster.
+    #[arg(long, default_value = "10.244.0.0/16", requires = "nodes")]
+    cluster_cidr: String,
+    /// The image store the nodes' runtimes share in a multi-node cluster.
+    #[arg(long, env = "R8S_IMAGE_ROOT", default_value = crate::image_cmd::DEFAULT_IMAGE_ROOT)]
+    image_root: PathBuf,
+    #[command(flatten)]
+    roots: crate::cluster::Roots,
 }
 
 /// A child process, stopped with SIGTERM (then waited for) when dropped.
-struct Process {
-    name: &'static str,
+pub struct Process {
+    name: String,
     child: Child,
 }
 
 impl Process {
-    fn start(name: &'static str, command: &mut Command) -> anyhow::Result<Process> {
+    pub fn start(name: &str, command: &mut Command) -> anyhow::Result<Process> {
         let child = command.spawn().with_context(|| format!("cannot start r8s {name}"))?;
-        Ok(Process { name, child })
+        Ok(Process { name: name.to_string(), child })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
     }
 }
 
@@ -53,13 +74,23 @@ impl Drop for Process {
         // SAFETY: signalling a child this process started, by its PID.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
         match self.child.wait() {
-            Ok(status) => tracing::info!(process = self.name, %status, "stopped"),
-            Err(error) => tracing::warn!(process = self.name, %error, "could not wait for it"),
+            Ok(status) => tracing::info!(process = %self.name, %status, "stopped"),
+            Err(error) => tracing::warn!(process = %self.name, %error, "could not wait for it"),
         }
     }
 }
 
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
+    if let Some(nodes) = args.nodes {
+        return crate::cluster::up::run(crate::cluster::up::Options {
+            layout: crate::cluster::Layout::new(&args.name, &args.roots)?,
+            nodes,
+            listen: args.listen,
+            cluster_cidr: args.cluster_cidr,
+            image_root: args.image_root,
+            timeout: Duration::from_secs(args.timeout_seconds),
+        });
+    }
     crate::init_logging();
     let exe = std::env::current_exe().context("cannot find the r8s binary")?;
     let kubeconfig = args.data_dir.join("kubeconfig.yaml");
@@ -112,7 +143,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
 }
 
 /// Reads the server's `ready api=URL ...` line and returns the URL.
-fn wait_for_ready_line(server: &mut Process) -> anyhow::Result<String> {
+pub fn wait_for_ready_line(server: &mut Process) -> anyhow::Result<String> {
     let stdout = server.child.stdout.take().context("the server's stdout is not piped")?;
     let deadline = Instant::now() + Duration::from_secs(120);
     for line in BufReader::new(stdout).lines() {

@@ -1,0 +1,238 @@
+//! `r8s up --nodes N --name C`: a cluster of N nodes on this machine, in the
+//! foreground. It builds the node network ([`super::topology`]), starts
+//! `r8s server` in the hub namespace (with a listener on the machine for
+//! kubectl) and one `r8s agent --netns` per node, each with its own
+//! directories, runtime socket and cgroup subtree, waits until every node is
+//! Ready with its pod CIDR, and prints how to reach the cluster. SIGINT or
+//! SIGTERM stops the agents and the server and removes the whole cluster, as
+//! `r8s down C` does.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use k8s_openapi::api::core::v1::Node;
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::topology::{self, HUB_ADDRESS, MAX_NODES, NODE_INTERFACE};
+use super::{teardown, Layout, NodeSlot, ProcessId};
+use crate::up::{wait_for_ready_line, Process};
+
+/// Where the API server listens inside the hub, for the agents.
+const API_PORT: u16 = 6443;
+
+/// What `r8s up --nodes` was asked for.
+pub struct Options {
+    pub layout: Layout,
+    pub nodes: usize,
+    /// host:port of the API on this machine.
+    pub listen: String,
+    pub cluster_cidr: String,
+    pub image_root: PathBuf,
+    pub timeout: Duration,
+}
+
+/// Moves this process into the cluster's daemons cgroup (so every process it
+/// starts is found there), and back where it was when dropped, after which
+/// the whole cluster is removed.
+struct Cluster {
+    layout: Layout,
+    home_cgroup: Option<PathBuf>,
+}
+
+impl Cluster {
+    fn claim(layout: &Layout) -> anyhow::Result<Cluster> {
+        let me = std::process::id() as i32;
+        if let Some(up) = ProcessId::read(&layout.pid_file("up")).filter(|p| p.is_alive_r8s() && p.pid != me) {
+            bail!("cluster {} is already up (r8s up, pid {}); stop it with `r8s down {}`", layout.name, up.pid, layout.name);
+        }
+        if layout.data_dir.exists() || layout.run_dir.exists() {
+            tracing::info!(cluster = %layout.name, "removing what an earlier run of the cluster left");
+            report(&layout.name, &teardown::remove(layout, false));
+        }
+        for dir in [&layout.data_dir, &layout.run_dir, &layout.logs_dir()] {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let cluster = Cluster { layout: layout.clone(), home_cgroup: own_cgroup() };
+        ProcessId::of(me).context("cannot read this process's start time")?.write(&layout.pid_file("up"))?;
+        let daemons = layout.daemons_cgroup();
+        std::fs::create_dir_all(&daemons).with_context(|| format!("cannot create cgroup {}", daemons.display()))?;
+        std::fs::write(daemons.join("cgroup.procs"), me.to_string()).with_context(|| format!("cannot join cgroup {}", daemons.display()))?;
+        Ok(cluster)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(home) = &self.home_cgroup {
+            let _ = std::fs::write(home.join("cgroup.procs"), std::process::id().to_string());
+        }
+        report(&self.layout.name, &teardown::remove(&self.layout, false));
+    }
+}
+
+/// The cgroup of this process on the tracking hierarchy, to return to.
+fn own_cgroup() -> Option<PathBuf> {
+    let hierarchy = super::tracking_hierarchy();
+    let controller = hierarchy.file_name()?.to_string_lossy().into_owned();
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = cgroups.lines().find_map(|line| {
+        let mut fields = line.splitn(3, ':');
+        let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+        let matches = if controller == "cgroup" { controllers.is_empty() } else { controllers.split(',').any(|c| c == controller) };
+        matches.then(|| path.trim_start_matches('/').to_string())
+    })?;
+    Some(hierarchy.join(path))
+}
+
+pub fn report(name: &str, report: &teardown::Report) {
+    if !report.is_empty() {
+        println!(
+            "cluster {name} removed: {} processes, {} mounts, {} network namespaces, {} cgroups",
+            report.processes,
+            report.mounts,
+            report.netns.len(),
+            report.cgroups
+        );
+    }
+    for problem in &report.problems {
+        eprintln!("r8s down {name}: {problem}");
+    }
+}
+
+fn log_file(layout: &Layout, process: &str) -> anyhow::Result<File> {
+    let path = layout.logs_dir().join(format!("{process}.log"));
+    File::create(&path).with_context(|| format!("cannot create {}", path.display()))
+}
+
+fn start(layout: &Layout, process: &str, command: &mut Command) -> anyhow::Result<Process> {
+    let started = Process::start(process, command.stdin(Stdio::null()).stderr(log_file(layout, process)?))?;
+    if let Some(id) = ProcessId::of(started.pid()) {
+        id.write(&layout.pid_file(process))?;
+    }
+    Ok(started)
+}
+
+pub fn run(options: Options) -> anyhow::Result<()> {
+    crate::init_logging();
+    if options.nodes == 0 || options.nodes > MAX_NODES {
+        bail!("--nodes must be between 1 and {MAX_NODES}");
+    }
+    let layout = options.layout.clone();
+    let nodes = layout.nodes(options.nodes);
+    let exe = std::env::current_exe().context("cannot find the r8s binary")?;
+    let _cluster = Cluster::claim(&layout)?;
+    let tokio = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    tokio.block_on(async {
+        let (_hub, hub, bridge) = topology::create_hub(&layout).await?;
+        for (i, node) in nodes.iter().enumerate() {
+            topology::create_node(&layout, &hub, bridge, node, i + 1).await?;
+        }
+        anyhow::Ok(())
+    })?;
+
+    let inner_api = format!("{HUB_ADDRESS}:{API_PORT}");
+    let mut server = start(
+        &layout,
+        "server",
+        Command::new(&exe)
+            .arg("server")
+            .arg("--data-dir")
+            .arg(layout.data_dir.join("server"))
+            .args(["--netns", &layout.hub_netns(), "--host-listen", &options.listen, "--listen", &inner_api])
+            .args(["--raft-addr", "127.0.0.1:7380"])
+            .arg("--write-kubeconfig")
+            .arg(layout.kubeconfig())
+            .args(["--allocate-node-cidrs", "--cluster-cidr", &options.cluster_cidr])
+            .stdout(Stdio::piped()),
+    )?;
+    let url = wait_for_ready_line(&mut server)?;
+
+    let mut agents = Vec::new();
+    for node in &nodes {
+        let process = format!("agent-{}", node.id);
+        agents.push(start(&layout, &process, &mut agent_command(&exe, &layout, node, &options, &inner_api))?);
+    }
+
+    tokio.block_on(async {
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let client = client::connect::from_url(&url)?;
+        let names: Vec<&str> = nodes.iter().map(|n| n.node_name.as_str()).collect();
+        let ready = tokio::select! {
+            ready = tokio::time::timeout(options.timeout, wait_for_nodes(&client, &names)) => ready,
+            _ = terminate.recv() => return anyhow::Ok(()),
+            _ = interrupt.recv() => return anyhow::Ok(()),
+        };
+        let ready = ready.with_context(|| {
+            format!("the nodes were not all Ready within {} s; see the logs in {}", options.timeout.as_secs(), layout.logs_dir().display())
+        })??;
+        println!("r8s is up: cluster {}, {} nodes Ready, the API is at {url}.", layout.name, nodes.len());
+        for (name, pod_cidr, address) in ready {
+            println!("  node {name}: {address}, pods {pod_cidr}");
+        }
+        println!("  export KUBECONFIG={}", layout.kubeconfig().display());
+        println!("  logs: {}", layout.logs_dir().display());
+        println!("Stop it with Ctrl-C or `r8s down {}`.", layout.name);
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        anyhow::Ok(())
+    })?;
+    // Agents stop before the server; then `_cluster` removes everything.
+    drop(agents);
+    drop(server);
+    Ok(())
+}
+
+fn agent_command(exe: &Path, layout: &Layout, node: &NodeSlot, options: &Options, inner_api: &str) -> Command {
+    let data = layout.node_data_dir(node);
+    let run = layout.node_run_dir(node);
+    let runtime_arg = |flag: &str, value: &Path| format!("--runtime-arg=--{flag}={}", value.display());
+    let mut command = Command::new(exe);
+    command
+        .arg("agent")
+        .args(["--server", &format!("http://{inner_api}"), "--node-name", &node.node_name])
+        .args(["--node-ip", &node.address.to_string(), "--netns", &layout.node_netns(node)])
+        .arg("--runtime-socket")
+        .arg(run.join("cri.sock"))
+        .arg("--root-dir")
+        .arg(data.join("agent"))
+        .arg("--log-dir")
+        .arg(data.join("pod-logs"))
+        .args(["--wait-for-pod-cidr", "--cluster-cidr", &options.cluster_cidr, "--masquerade-interface", NODE_INTERFACE])
+        .arg(runtime_arg("state-root", &run.join("runtime")))
+        .arg(format!("--runtime-arg=--cgroup-root={}", layout.node_cgroup_root(node)))
+        .arg(runtime_arg("image-root", &options.image_root))
+        .arg(runtime_arg("cri-root", &run.join("cri")))
+        .arg(runtime_arg("netns-dir", &run.join("netns")))
+        .arg(runtime_arg("network-state-dir", &data.join("network")));
+    command
+}
+
+/// Waits until every named node is Ready and has a pod CIDR; returns each
+/// node's name, pod CIDR and InternalIP.
+async fn wait_for_nodes(client: &kube::Client, names: &[&str]) -> anyhow::Result<Vec<(String, String, String)>> {
+    let api: kube::Api<Node> = kube::Api::all(client.clone());
+    loop {
+        let mut ready = Vec::new();
+        for name in names {
+            let Ok(Some(node)) = api.get_opt(name).await else { break };
+            let status = node.status.unwrap_or_default();
+            let is_ready = status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
+            let pod_cidr = node.spec.and_then(|s| s.pod_cidr).unwrap_or_default();
+            let address = status.addresses.iter().flatten().find(|a| a.type_ == "InternalIP").map(|a| a.address.clone()).unwrap_or_default();
+            if !is_ready || pod_cidr.is_empty() {
+                break;
+            }
+            ready.push((name.to_string(), pod_cidr, address));
+        }
+        if ready.len() == names.len() {
+            return Ok(ready);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
