@@ -41,6 +41,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The node's InternalIP (found from the default route when `None`).
     pub node_ip: Option<std::net::IpAddr>,
+    /// Cluster DNS for pods' resolv.conf (the kubelet's --cluster-dns, --cluster-domain).
+    pub cluster_dns: pods::dns::ClusterDns,
     /// Routes to other nodes' pod CIDRs (and the egress masquerade); `None`: none.
     pub pod_routes: Option<routes::PodRoutes>,
 }
@@ -55,6 +57,7 @@ impl Config {
             log_dir: PathBuf::from("/var/log/pods"),
             listen: SocketAddr::from(([0, 0, 0, 0], 10250)),
             node_ip: None,
+            cluster_dns: pods::dns::ClusterDns::default(),
             pod_routes: None,
         }
     }
@@ -89,6 +92,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         node: identity.clone(),
         root_dir: config.root_dir.clone(),
         log_dir: config.log_dir.clone(),
+        dns: config.cluster_dns.clone(),
     });
     tracing::info!(node = %config.node_name, server = %config.server, runtime = %config.cri_endpoint, "node agent starting");
     let address = config.listen;
