@@ -45,6 +45,13 @@ pub struct AgentArgs {
     /// The node's InternalIP (default: the source address of the default route).
     #[arg(long)]
     node_ip: Option<IpAddr>,
+    /// The cluster DNS server(s) pods with dnsPolicy ClusterFirst use (comma-separated);
+    /// without one they fall back to the node's resolv.conf, as with the kubelet.
+    #[arg(long, value_delimiter = ',')]
+    cluster_dns: Vec<IpAddr>,
+    /// The cluster domain in pods' DNS search path.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
     /// Run inside this network namespace (`/run/netns/NAME`), entered at
     /// start: the runtime, the pod bridge and the agent's listeners live there.
     #[arg(long)]
@@ -114,6 +121,8 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     config.log_dir = args.log_dir.clone();
     config.listen = args.listen;
     config.node_ip = args.node_ip;
+    config.cluster_dns.servers = args.cluster_dns.clone();
+    config.cluster_dns.domain = args.cluster_domain.clone();
     if let Some(cidr) = &args.cluster_cidr {
         let cluster_cidr = cidr.parse().with_context(|| format!("--cluster-cidr {cidr:?}"))?;
         config.pod_routes = Some(node_agent::routes::PodRoutes { cluster_cidr, masquerade_interface: args.masquerade_interface.clone() });

@@ -3,9 +3,11 @@
 
 pub mod backoff;
 pub mod command;
+pub mod dns;
 pub mod env;
 mod events;
 mod hooks;
+mod pull_secrets;
 pub mod labels;
 pub mod probe;
 pub mod sources;
@@ -45,6 +47,8 @@ pub struct Context {
     pub root_dir: PathBuf,
     /// Container logs live under `<log_dir>/<namespace>_<name>_<uid>`.
     pub log_dir: PathBuf,
+    /// What pods' resolv.conf is made from.
+    pub dns: dns::ClusterDns,
 }
 
 impl Context {
