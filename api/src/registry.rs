@@ -212,6 +212,13 @@ pub static RESOURCES: &[ResourceInfo] = &[
                 kind: "PodExecOptions",
                 verbs: &["create", "get"],
             },
+            Subresource {
+                name: "attach",
+                group: "",
+                version: "v1",
+                kind: "PodAttachOptions",
+                verbs: &["create", "get"],
+            },
         ],
         schema: schema_of::<core::Pod>,
     },

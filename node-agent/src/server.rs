@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path as UrlPath, Query, RawQuery, State};
 use axum::http::{header, StatusCode};
@@ -212,15 +213,30 @@ fn exec_query(raw: &str) -> ExecQuery {
 
 /// Exec as the kubelet does it: CRI Exec hands out a URL of the runtime's
 /// streaming server, and the agent relays the client's WebSocket to it.
-async fn exec(State(server): State<Server>, UrlPath((namespace, pod, container)): UrlPath<(String, String, String)>, RawQuery(raw): RawQuery, upgrade: WebSocketUpgrade) -> Response {
+///
+/// The request is checked before the protocol: a client that falls back to
+/// SPDY (which r8s does not speak) still learns why its exec failed.
+async fn exec(
+    State(server): State<Server>,
+    UrlPath((namespace, pod, container)): UrlPath<(String, String, String)>,
+    RawQuery(raw): RawQuery,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
     let query = exec_query(raw.as_deref().unwrap_or_default());
     if query.command.is_empty() {
         return error(StatusCode::BAD_REQUEST, "you must specify at least 1 command".into());
     }
+    // The kubelet's words when the container is not (or no longer) running:
+    // it looks among running containers only.
+    let not_found = || error(StatusCode::BAD_REQUEST, format!("container not found ({container:?})"));
     let found = match find(&server, &namespace, &pod, &container, false).await {
         Ok(found) if found.running => found,
-        Ok(_) => return error(StatusCode::BAD_REQUEST, format!("container {container:?} is not running")),
+        Ok(_) => return not_found(),
+        Err(response) if response.status() == StatusCode::NOT_FOUND => return not_found(),
         Err(response) => return response,
+    };
+    let Ok(upgrade) = upgrade else {
+        return error(StatusCode::BAD_REQUEST, format!("exec streams over WebSockets only ({}); SPDY is not supported", PROTOCOLS.join(", ")));
     };
     let request = cri::ExecRequest {
         container_id: found.id,
@@ -290,7 +306,9 @@ async fn relay(client_socket: WebSocket, url: String) {
                 break;
             }
         }
-        let _ = client_tx.send(Message::Close(None)).await;
+        // A close without a code reads as an error to kubectl.
+        let normal = axum::extract::ws::CloseFrame { code: axum::extract::ws::close_code::NORMAL, reason: "".into() };
+        let _ = client_tx.send(Message::Close(Some(normal))).await;
     };
     // The runtime's end closing ends the exec; the client may close stdin earlier.
     tokio::pin!(downstream);

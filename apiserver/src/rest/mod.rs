@@ -5,6 +5,7 @@ mod delete;
 mod params;
 mod proxy;
 mod read;
+mod stream;
 mod subresources;
 mod watch;
 mod write;
@@ -55,6 +56,8 @@ pub struct ApiRequest {
     pub query: String,
     /// The body, read in full (at most [`MAX_BODY_BYTES`]) before dispatch.
     pub body: bytes::Bytes,
+    /// The client's side of a protocol switch (`pods/exec`), once answered 101.
+    pub upgrade: Option<hyper::upgrade::OnUpgrade>,
 }
 
 impl ApiRequest {
@@ -106,7 +109,7 @@ pub fn json_response(code: StatusCode, value: &Value) -> Response {
 /// The entry point of every `/api/...` and `/apis/...` request.
 pub async fn handle(State(state): State<SharedState>, request: Request) -> Response {
     let start = Instant::now();
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let path = parts.uri.path().to_string();
     let parsed = parse_path(&state, &path);
     let (verb, resource, response) = match parsed {
@@ -124,7 +127,8 @@ pub async fn handle(State(state): State<SharedState>, request: Request) -> Respo
             let response = match parsed {
                 Ok((params, body)) => {
                     let query = parts.uri.query().unwrap_or("").to_string();
-                    let request = ApiRequest { state: state.clone(), target, params, headers: parts.headers, query, body };
+                    let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+                    let request = ApiRequest { state: state.clone(), target, params, headers: parts.headers, query, body, upgrade };
                     dispatch(&verb, request).await.unwrap_or_else(IntoResponse::into_response)
                 }
                 Err(error) => error.into_response(),
@@ -217,6 +221,7 @@ async fn dispatch(verb: &str, request: ApiRequest) -> ApiResult<Response> {
     match (verb, target.subresource.as_deref()) {
         ("get", None | Some("status")) => read::get(request).await,
         ("get", Some("log")) => proxy::logs(request).await,
+        ("get" | "create", Some("exec" | "attach")) => stream::stream(request).await,
         ("list", None) => read::list(request).await,
         ("watch", None) => watch::watch(request).await,
         ("create", None) if target.name.is_none() => write::create(request).await,

@@ -1,5 +1,6 @@
 //! `pods/log`: proxied to the node agent of the pod's node (its kubelet port),
-//! streamed back as it comes.
+//! streamed back as it comes. The container and agent lookups here serve
+//! `pods/exec` too (see `stream`).
 
 use axum::body::Body;
 use axum::http::{header, StatusCode};
@@ -13,7 +14,11 @@ use crate::status::{ApiError, ApiResult, QualifiedResource};
 /// The agent port when a node does not say (the kubelet's).
 const DEFAULT_AGENT_PORT: i64 = 10250;
 
-/// The container a request means: the one named, or the pod's only one.
+/// The annotation naming the container that commands default to (kubectl reads it too).
+const DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
+
+/// The container a request means: the one named, else the one the pod's
+/// default-container annotation names, else the pod's only one.
 fn container_name(pod: &Value, requested: Option<String>) -> ApiResult<String> {
     let names: Vec<&str> = pod["spec"]["containers"]
         .as_array()
@@ -23,13 +28,14 @@ fn container_name(pod: &Value, requested: Option<String>) -> ApiResult<String> {
         .filter_map(|c| c["name"].as_str())
         .collect();
     let pod_name = objects::name(pod);
+    let annotated = pod["metadata"]["annotations"][DEFAULT_CONTAINER].as_str().filter(|name| names.contains(name));
     match requested.filter(|c| !c.is_empty()) {
         Some(name) if names.contains(&name.as_str()) => Ok(name),
         Some(name) => Err(ApiError::bad_request(format!(
             "container {name} is not valid for pod {pod_name}"
         ))),
-        None => match names.as_slice() {
-            [only] => Ok(only.to_string()),
+        None => match (annotated, names.as_slice()) {
+            (Some(default), _) | (None, &[default]) => Ok(default.to_string()),
             _ => Err(ApiError::bad_request(format!(
                 "a container name must be specified for pod {pod_name}, choose one of: [{}]",
                 names.join(" ")
@@ -59,21 +65,38 @@ async fn agent_address(request: &ApiRequest, node_name: &str) -> ApiResult<Strin
     Ok(format!("{host}:{port}"))
 }
 
-/// `GET pods/NAME/log?container=&follow=&tailLines=&...`.
-pub async fn logs(request: ApiRequest) -> ApiResult<Response> {
+/// A container of a pod, as the agent of the pod's node serves it.
+pub(super) struct AgentContainer {
+    pub pod: Value,
+    /// `host:port` of the agent.
+    pub address: String,
+    /// `{namespace}/{pod}/{container}`, as the agent's paths end.
+    pub path: String,
+    /// The request's query without `container`, passed on to the agent.
+    pub query: String,
+}
+
+/// Finds the pod (404), its container (400) and its node's agent.
+pub(super) async fn locate(request: &ApiRequest) -> ApiResult<AgentContainer> {
     let name = request.target.object_name().to_string();
-    let (_, pod) = get_object(&request, &name).await?;
+    let (_, pod) = get_object(request, &name).await?;
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(&request.query).unwrap_or_default();
     let requested = pairs.iter().find(|(key, _)| key == "container").map(|(_, value)| value.clone());
     let container = container_name(&pod, requested)?;
     let node = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()).ok_or_else(|| {
         ApiError::bad_request(format!("pod {name} does not have a host assigned"))
     })?;
-    let address = agent_address(&request, node).await?;
+    let address = agent_address(request, node).await?;
     let namespace = request.target.namespace.clone().unwrap_or_default();
     let passed_on: Vec<(String, String)> = pairs.into_iter().filter(|(key, _)| key != "container").collect();
     let query = serde_urlencoded::to_string(&passed_on).unwrap_or_default();
-    let url = format!("http://{address}/containerLogs/{namespace}/{name}/{container}?{query}");
+    Ok(AgentContainer { pod, address, path: format!("{namespace}/{name}/{container}"), query })
+}
+
+/// `GET pods/NAME/log?container=&follow=&tailLines=&...`.
+pub async fn logs(request: ApiRequest) -> ApiResult<Response> {
+    let target = locate(&request).await?;
+    let url = format!("http://{}/containerLogs/{}?{}", target.address, target.path, target.query);
     let reply = request
         .state
         .http
@@ -106,5 +129,7 @@ mod tests {
             container_name(&two, None).unwrap_err().message,
             "a container name must be specified for pod p, choose one of: [a b]"
         );
+        let annotated = json!({"metadata": {"name": "p", "annotations": {DEFAULT_CONTAINER: "b"}}, "spec": {"containers": [{"name": "a"}, {"name": "b"}]}});
+        assert_eq!(container_name(&annotated, None).unwrap(), "b");
     }
 }
