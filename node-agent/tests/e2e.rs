@@ -256,3 +256,65 @@ fn restarted_agent_adopts_running_pods() {
         assert!(container(&pod, "main").unwrap().restart_count >= before, "restart counts survive");
     });
 }
+
+/// Imports the test node's busybox as a `docker save` directory whose config
+/// runs as `user`.
+fn import_image_with_user(node: &TestNode, name: &str, user: &str) {
+    let save = node.dir.path().join(format!("save-{user}"));
+    std::fs::create_dir_all(&save).unwrap();
+    let layer = std::process::Command::new("tar").arg("-C").arg(node.dir.path().join("rootfs")).arg("-cf").arg(save.join("layer.tar")).arg(".").status().unwrap();
+    assert!(layer.success(), "tar of the rootfs");
+    std::fs::write(save.join("config.json"), json!({"architecture": "amd64", "os": "linux", "config": {"User": user}, "rootfs": {"type": "layers", "diff_ids": []}}).to_string()).unwrap();
+    std::fs::write(save.join("manifest.json"), json!([{"Config": "config.json", "RepoTags": [name], "Layers": ["layer.tar"]}]).to_string()).unwrap();
+    let imported = std::process::Command::new(support::r8s_bin()).arg("image").arg("--image-root").arg(node.dir.path().join("images")).arg("import").arg(&save).status().unwrap();
+    assert!(imported.success(), "importing {name}");
+}
+
+#[test]
+fn run_as_non_root_is_checked_against_the_image_user() {
+    let node = TestNode::new();
+    import_image_with_user(&node, "busybox-uid:1", "1000:1000");
+    import_image_with_user(&node, "busybox-named:1", "nobody");
+    node.run(|cluster| async move {
+        let non_root = json!({"runAsNonRoot": true});
+        let pod = |image: &str| json!({"securityContext": non_root, "containers": [{"name": "main", "image": image, "command": ["sh", "-c", "id -u; exec sleep 3600"]}]});
+        cluster.create_pod("numeric", pod("busybox-uid:1")).await;
+        let root = cluster.create_pod("root", pod(IMAGE)).await;
+        let named = cluster.create_pod("named", pod("busybox-named:1")).await;
+        let mut as_root = pod("busybox-uid:1");
+        as_root["containers"][0]["securityContext"] = json!({"runAsUser": 0});
+        let explicit = cluster.create_pod("explicit", as_root).await;
+
+        cluster.wait_pod("numeric", MINUTE, "Running", running).await;
+        let mut logs = String::new();
+        for _ in 0..50 {
+            logs = cluster.agent_get("/containerLogs/default/numeric/main").await.1;
+            if !logs.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(logs, "1000\n");
+
+        let full_name = |pod: &client::k8s_openapi::api::core::v1::Pod| {
+            let meta = &pod.metadata;
+            format!("{}_default({})", meta.name.as_deref().unwrap(), meta.uid.as_deref().unwrap())
+        };
+        let expected = [
+            (root, "container has runAsNonRoot and image will run as root (pod: \"{pod}\", container: main)"),
+            (named, "container has runAsNonRoot and image has non-numeric user (nobody), cannot verify user is non-root (pod: \"{pod}\", container: main)"),
+            (explicit, "container's runAsUser breaks non-root policy (pod: \"{pod}\", container: main)"),
+        ];
+        for (created, message) in expected {
+            let name = created.metadata.name.clone().unwrap();
+            let refused = |pod: &client::k8s_openapi::api::core::v1::Pod| {
+                container(pod, "main").and_then(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone()).as_deref() == Some("CreateContainerConfigError")
+            };
+            let pod = cluster.wait_pod(&name, MINUTE, "CreateContainerConfigError", refused).await;
+            let waiting = container(&pod, "main").unwrap().state.clone().unwrap().waiting.unwrap();
+            assert_eq!(waiting.message.unwrap(), message.replace("{pod}", &full_name(&created)));
+            let events = cluster.events(&name).await;
+            assert!(events.iter().any(|e| e.starts_with("Failed: Error: container")), "{events:#?}");
+        }
+    });
+}

@@ -18,6 +18,8 @@ const MIN_QUOTA: i64 = 1_000;
 /// Why a container config cannot be made (shown as `CreateContainerConfigError`).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
+    #[error("container's runAsUser breaks non-root policy (pod: \"{pod}\", container: {container})")]
+    RunAsUserRoot { pod: String, container: String },
     #[error("container has runAsNonRoot and image will run as root (pod: \"{pod}\", container: {container})")]
     RunsAsRoot { pod: String, container: String },
     #[error("container has runAsNonRoot and image has non-numeric user ({user}), cannot verify user is non-root (pod: \"{pod}\", container: {container})")]
@@ -171,7 +173,7 @@ pub fn security_context(pod: &Pod, container: &Container, image: &ImageUser) -> 
 fn check_non_root(pod: &Pod, container: &Container, run_as_user: Option<i64>, image: &ImageUser) -> Result<(), ConfigError> {
     let root = |pod: &Pod| ConfigError::RunsAsRoot { pod: pod_full_name(pod), container: container.name.clone() };
     if let Some(uid) = run_as_user {
-        return if uid == 0 { Err(root(pod)) } else { Ok(()) };
+        return if uid == 0 { Err(ConfigError::RunAsUserRoot { pod: pod_full_name(pod), container: container.name.clone() }) } else { Ok(()) };
     }
     match image.uid {
         Some(0) => Err(root(pod)),
@@ -262,6 +264,9 @@ mod tests {
         let as_user = container(serde_json::json!({"name": "c", "securityContext": {"runAsUser": 1000}}));
         let sc = security_context(&p, &as_user, &root).unwrap();
         assert_eq!(sc.run_as_user.map(|u| u.value), Some(1000));
+        let as_root = container(serde_json::json!({"name": "c", "securityContext": {"runAsUser": 0}}));
+        let err = security_context(&p, &as_root, &ImageUser { uid: Some(1000), username: String::new() }).unwrap_err();
+        assert_eq!(err.to_string(), "container's runAsUser breaks non-root policy (pod: \"web_default(u1)\", container: c)");
     }
 
     #[test]

@@ -281,15 +281,27 @@ impl RuntimeService for CriServer {
 }
 
 fn image_message(image: &Image) -> cri::Image {
+    let (uid, username) = image_user(image.defaults.user.as_deref().unwrap_or_default());
     cri::Image {
         id: image.id.to_string(),
         repo_tags: vec![image.name.clone()],
         repo_digests: Vec::new(),
         size: image.size,
-        uid: None,
-        username: image.defaults.user.clone().unwrap_or_default(),
+        uid: uid.map(|value| cri::Int64Value { value }),
+        username,
         spec: Some(cri::ImageSpec { image: image.name.clone(), ..Default::default() }),
         pinned: false,
+    }
+}
+
+/// The image config's `User` (`user[:group]`) as CRI reports it, as
+/// containerd does: a numeric user is a uid, anything else a name (which the
+/// kubelet cannot check for runAsNonRoot); neither when the image sets none.
+fn image_user(user: &str) -> (Option<i64>, String) {
+    let user = user.split(':').next().unwrap_or_default();
+    match user.parse() {
+        Ok(uid) => (Some(uid), String::new()),
+        Err(_) => (None, user.to_string()),
     }
 }
 
@@ -368,4 +380,17 @@ fn disk_usage(dir: &std::path::Path) -> (u64, u64) {
         }
     }
     (bytes, inodes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::image_user;
+
+    #[test]
+    fn image_users_are_uids_or_names() {
+        assert_eq!(image_user("1000:1000"), (Some(1000), String::new()));
+        assert_eq!(image_user("0"), (Some(0), String::new()));
+        assert_eq!(image_user("nginx:nginx"), (None, "nginx".to_string()));
+        assert_eq!(image_user(""), (None, String::new()));
+    }
 }
