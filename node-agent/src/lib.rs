@@ -41,6 +41,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The node's InternalIP (found from the default route when `None`).
     pub node_ip: Option<std::net::IpAddr>,
+    /// Run the Service proxy (kube-proxy: nftables rules for Services) in the
+    /// agent's network namespace (default on).
+    pub service_proxy: bool,
     /// Cluster DNS for pods' resolv.conf (the kubelet's --cluster-dns, --cluster-domain).
     pub cluster_dns: pods::dns::ClusterDns,
     /// Routes to other nodes' pod CIDRs (and the egress masquerade); `None`: none.
@@ -57,6 +60,7 @@ impl Config {
             log_dir: PathBuf::from("/var/log/pods"),
             listen: SocketAddr::from(([0, 0, 0, 0], 10250)),
             node_ip: None,
+            service_proxy: true,
             cluster_dns: pods::dns::ClusterDns::default(),
             pod_routes: None,
         }
@@ -105,7 +109,17 @@ pub async fn run(config: Config) -> Result<(), Error> {
             }
         }
     };
+    let service_proxy = {
+        let (client, enabled) = (client.clone(), config.service_proxy);
+        async move {
+            match enabled {
+                true => proxy::ServiceProxy::new(proxy::Config::default()).run(client).await,
+                false => std::future::pending().await,
+            }
+        }
+    };
     tokio::select! {
+        () = service_proxy => Ok(()),
         () = routes => Ok(()),
         () = node::maintain(client, cri.clone(), identity) => Ok(()),
         () = pods::run(context) => Ok(()),

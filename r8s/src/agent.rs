@@ -45,6 +45,9 @@ pub struct AgentArgs {
     /// The node's InternalIP (default: the source address of the default route).
     #[arg(long)]
     node_ip: Option<IpAddr>,
+    /// Do not run the Service proxy (the nftables rules that make Services reach their pods).
+    #[arg(long)]
+    no_proxy: bool,
     /// The cluster DNS server(s) pods with dnsPolicy ClusterFirst use (comma-separated);
     /// without one they fall back to the node's resolv.conf, as with the kubelet.
     #[arg(long, value_delimiter = ',')]
@@ -121,6 +124,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     config.log_dir = args.log_dir.clone();
     config.listen = args.listen;
     config.node_ip = args.node_ip;
+    config.service_proxy = !args.no_proxy;
     config.cluster_dns.servers = args.cluster_dns.clone();
     config.cluster_dns.domain = args.cluster_domain.clone();
     if let Some(cidr) = &args.cluster_cidr {
