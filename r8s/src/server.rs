@@ -18,6 +18,7 @@
 //! `--join` only matters on the first start. Once everything is up the server
 //! prints `ready api=<url> raft=<addr>` on stdout (tests wait for that line).
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -64,6 +65,17 @@ pub struct ServerArgs {
     /// Serve the API only: no scheduler and no controllers in this process.
     #[arg(long)]
     no_control_plane: bool,
+    /// The address agents and pods reach this server at: the endpoint of the
+    /// `kubernetes` Service (and of `kube-dns`). Without it those have no endpoints.
+    #[arg(long)]
+    advertise_address: Option<IpAddr>,
+    /// Serve the cluster DNS (UDP and TCP) on host:port, e.g. 172.30.0.1:53, and
+    /// keep the `kube-dns` Service (10.96.0.10) pointing at it. Off when not given.
+    #[arg(long)]
+    cluster_dns_listen: Option<SocketAddr>,
+    /// The domain the cluster DNS serves.
+    #[arg(long, default_value = dns::DEFAULT_DOMAIN)]
+    cluster_domain: String,
     /// Run inside this network namespace (`/run/netns/NAME`), entered at start.
     #[arg(long)]
     netns: Option<String>,
@@ -169,7 +181,16 @@ async fn serve(args: ServerArgs, host_listener: Option<std::net::TcpListener>) -
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let api_address = listener.local_addr()?;
     let url = format!("http://{api_address}");
-    let api = tokio::spawn(apiserver::serve(backend.store(), listener, apiserver::Config::default()));
+    let dns_sockets = match args.cluster_dns_listen {
+        Some(address) => Some(dns::Sockets::bind(address).await.with_context(|| format!("cannot serve DNS on {address}"))?),
+        None => None,
+    };
+    let system_services = apiserver::system_services::SystemServices {
+        advertise_address: args.advertise_address,
+        dns_port: dns_sockets.as_ref().map(|s| s.local_addr()).transpose()?.map(|a| a.port()),
+    };
+    let api_config = apiserver::Config { system_services: Some(system_services), ..Default::default() };
+    let api = tokio::spawn(apiserver::serve(backend.store(), listener, api_config));
     // The URL for clients where the server was started: the host listener's, if any.
     let public_url = match host_listener {
         Some(host_listener) => {
@@ -192,6 +213,11 @@ async fn serve(args: ServerArgs, host_listener: Option<std::net::TcpListener>) -
         let client = client::connect::from_url(&url)?;
         args.control.run(client).await
     };
+    let cluster_dns = async {
+        let Some(sockets) = dns_sockets else { return std::future::pending().await };
+        let config = dns::Config { domain: args.cluster_domain.clone(), ..Default::default() };
+        dns::run(client::connect::from_url(&url)?, config, sockets).await.context("the cluster DNS failed")
+    };
     println!("ready api={public_url} {}", backend.describe());
 
     let outcome = tokio::select! {
@@ -199,6 +225,7 @@ async fn serve(args: ServerArgs, host_listener: Option<std::net::TcpListener>) -
         _ = interrupt.recv() => { tracing::info!("SIGINT: shutting down"); Ok(()) }
         result = api => result.context("the API server stopped").and_then(|r| r.context("the API server failed")),
         result = control => result.context("the control plane failed"),
+        result = cluster_dns => result,
     };
     backend.shutdown().await?;
     tracing::info!("stopped");
