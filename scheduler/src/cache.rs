@@ -89,7 +89,7 @@ impl PodInfo {
 }
 
 /// One node and what is placed on it.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct NodeInfo {
     pub name: String,
     /// `None` while pods point at a node the cache has not seen (yet, or any more).

@@ -43,11 +43,19 @@ pub trait FilterPlugin: Send + Sync {
     fn filter(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Result<(), Reasons>;
 }
 
+/// A node a pod may have once `victims` are gone (what preemption decides).
+#[derive(Debug)]
+pub struct Nomination {
+    pub node: String,
+    pub victims: Vec<Arc<PodInfo>>,
+}
+
 /// Runs when no node fits (Kubernetes' preemption lives here). Returns the node
-/// the pod is nominated for, if any.
+/// the pod is nominated for, if any, and the pods to evict for it; the scheduler
+/// carries the evictions out.
 pub trait PostFilterPlugin: Send + Sync {
     fn name(&self) -> &'static str;
-    fn post_filter(&self, pod: &PodInfo, cache: &Cache, error: &FitError) -> Option<String>;
+    fn post_filter(&self, pod: &PodInfo, cache: &Cache, error: &FitError) -> Option<Nomination>;
 }
 
 pub trait PreScorePlugin: Send + Sync {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod, PodCondition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
@@ -19,7 +19,7 @@ use client::informer::{Change, Informer};
 use client::leader::LeaderElection;
 
 use crate::cache::{Cache, PodInfo};
-use crate::framework::{CycleState, FitError, Framework};
+use crate::framework::{CycleState, FitError, Framework, Nomination};
 use crate::plugins::default_framework;
 use crate::queue::SchedulingQueue;
 use crate::DEFAULT_SCHEDULER;
@@ -206,13 +206,12 @@ impl Scheduler {
                 tokio::spawn(async move { scheduler.bind(info, node).await });
             }
             Err(error) => {
-                for plugin in &self.framework.post_filter {
-                    if let Some(nominated) = plugin.post_filter(&info, &cache, &error) {
-                        tracing::debug!(pod = %key, node = %nominated, "nominated");
-                    }
-                }
+                let nomination = self.framework.post_filter.iter().find_map(|plugin| plugin.post_filter(&info, &cache, &error));
                 drop(cache);
                 self.queue.park(key, priority(&pod), cycle);
+                if let Some(nomination) = nomination {
+                    self.preempt(pod.clone(), nomination);
+                }
                 self.report_unschedulable(pod, error);
             }
         }
@@ -277,6 +276,53 @@ impl Scheduler {
                     self.queue.retry_after_backoff(&pod.key, priority(&pod.pod));
                 }
             }
+        }
+    }
+
+    /// Carries out a preemption: marks each victim with a `DisruptionTarget`
+    /// condition, deletes it gracefully with a `Preempted` event, and records the
+    /// node in the preemptor's `status.nominatedNodeName`. The preemptor is
+    /// scheduled again when the victims' deletions show up in the watch.
+    fn preempt(self: &Arc<Self>, preemptor: Arc<Pod>, nomination: Nomination) {
+        let scheduler = self.clone();
+        tokio::spawn(async move {
+            let node = nomination.node;
+            tracing::info!(pod = %preemptor.name_any(), %node, victims = nomination.victims.len(), "preempting");
+            for victim in &nomination.victims {
+                scheduler.evict(&preemptor, &victim.pod, &node).await;
+            }
+            let api: Api<Pod> = Api::namespaced(scheduler.client.clone(), preemptor.metadata.namespace.as_deref().unwrap_or_default());
+            let patch = Patch::Merge(json!({ "status": { "nominatedNodeName": node } }));
+            if let Err(error) = api.patch_status(&preemptor.name_any(), &PatchParams::default(), &patch).await {
+                tracing::debug!(%error, "could not record the nominated node");
+            }
+        });
+    }
+
+    async fn evict(&self, preemptor: &Pod, victim: &Pod, node: &str) {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), victim.metadata.namespace.as_deref().unwrap_or_default());
+        let mut conditions: Vec<PodCondition> = victim.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+        conditions.retain(|c| c.type_ != "DisruptionTarget");
+        conditions.push(PodCondition {
+            type_: "DisruptionTarget".into(),
+            status: "True".into(),
+            reason: Some("PreemptionByScheduler".into()),
+            message: Some(format!("{}: preempting to accommodate a higher priority pod", self.settings.scheduler_name)),
+            last_transition_time: Some(client::time::now()),
+            ..Default::default()
+        });
+        let patch = Patch::Merge(json!({ "status": { "conditions": conditions } }));
+        if let Err(error) = api.patch_status(&victim.name_any(), &PatchParams::default(), &patch).await {
+            tracing::debug!(%error, "could not mark the victim");
+        }
+        let params = DeleteParams { preconditions: Some(Preconditions { uid: victim.uid(), resource_version: None }), ..Default::default() };
+        match api.delete(&victim.name_any(), &params).await {
+            Ok(_) => {
+                let message = format!("Preempted by pod {} on node {node}", preemptor.uid().unwrap_or_default());
+                self.recorder.emit(reference_to(victim), EventType::Normal, "Preempted", message);
+            }
+            Err(error) if client::is_not_found(&error) || client::is_conflict(&error) => {}
+            Err(error) => tracing::warn!(%error, victim = %victim.name_any(), "could not delete a preemption victim"),
         }
     }
 

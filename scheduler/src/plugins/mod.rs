@@ -1,6 +1,7 @@
 //! Kubernetes' default plugins, one per file.
 
 pub mod balanced_allocation;
+pub mod default_preemption;
 pub mod inter_pod_affinity;
 pub mod node_affinity;
 pub mod node_name;
@@ -12,7 +13,7 @@ pub mod taint_toleration;
 
 use std::sync::Arc;
 
-use crate::framework::Framework;
+use crate::framework::{FilterPlugin, Framework, PreFilterPlugin};
 
 /// The default profile, with Kubernetes' default score weights.
 pub fn default_framework() -> Framework {
@@ -25,19 +26,22 @@ pub fn default_framework() -> Framework {
     let balanced = Arc::new(balanced_allocation::BalancedAllocation);
     let spread = Arc::new(pod_topology_spread::PodTopologySpread);
     let pod_affinity = Arc::new(inter_pod_affinity::InterPodAffinity);
+    let pre_filter: Vec<Arc<dyn PreFilterPlugin>> = vec![affinity.clone(), spread.clone(), pod_affinity.clone()];
+    let filter: Vec<Arc<dyn FilterPlugin>> = vec![
+        unschedulable,
+        name,
+        taints.clone(),
+        affinity.clone(),
+        ports,
+        fit.clone(),
+        spread.clone(),
+        pod_affinity.clone(),
+    ];
+    let preemption = Arc::new(default_preemption::DefaultPreemption { pre_filter: pre_filter.clone(), filter: filter.clone() });
     Framework {
-        pre_filter: vec![affinity.clone(), spread.clone(), pod_affinity.clone()],
-        filter: vec![
-            unschedulable,
-            name,
-            taints.clone(),
-            affinity.clone(),
-            ports,
-            fit.clone(),
-            spread.clone(),
-            pod_affinity.clone(),
-        ],
-        post_filter: Vec::new(),
+        pre_filter,
+        filter,
+        post_filter: vec![preemption],
         pre_score: vec![spread.clone(), pod_affinity.clone()],
         score: vec![(taints, 3), (affinity, 2), (spread, 2), (pod_affinity, 2), (fit, 1), (balanced, 1)],
         reserve: Vec::new(),
