@@ -83,7 +83,11 @@ struct Shared {
 impl HollowNodes {
     /// Registers `count` nodes named `<prefix>-<i>` and starts acting for them.
     pub async fn start(client: Client, prefix: &str, count: usize, settings: HollowSettings) -> Result<Self> {
-        let names: Vec<String> = (0..count).map(|i| format!("{prefix}-{i}")).collect();
+        Self::start_named(client, (0..count).map(|i| format!("{prefix}-{i}")).collect(), settings).await
+    }
+
+    /// Registers the nodes `names` and starts acting for them.
+    pub async fn start_named(client: Client, names: Vec<String>, settings: HollowSettings) -> Result<Self> {
         let shared = Arc::new(Shared {
             client: client.clone(),
             settings,

@@ -70,6 +70,13 @@ pub struct AgentArgs {
     /// addresses outside `--cluster-cidr` (only for a node that is a namespace).
     #[arg(long, requires_all = ["netns", "cluster_cidr"])]
     masquerade_interface: Option<String>,
+    /// Act as a hollow node (like Kubernetes' kubemark): register the Node, renew
+    /// its Lease and act out the lives of its pods without a runtime or containers.
+    #[arg(long)]
+    simulate: bool,
+    /// With `--simulate`: milliseconds from binding to Running and Ready.
+    #[arg(long, default_value_t = 100, requires = "simulate")]
+    simulate_ready_delay_ms: u64,
 }
 
 /// The runtime process the agent started; stopped (SIGTERM) with the agent.
@@ -114,6 +121,11 @@ fn start_runtime(args: &AgentArgs, pod_cidr: Option<&str>) -> anyhow::Result<Opt
 }
 
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
+    if args.simulate {
+        let name = args.node_name.clone().unwrap_or_else(hostname);
+        let settings = controller::hollow::HollowSettings { ready_delay: Duration::from_millis(args.simulate_ready_delay_ms), ..Default::default() };
+        return crate::sim::serve(&args.server, vec![name], settings);
+    }
     crate::init_logging();
     if let Some(name) = &args.netns {
         // Before any thread exists: `setns` moves only the calling thread.

@@ -36,15 +36,7 @@ pub struct SimArgs {
 }
 
 pub fn run(args: SimArgs) -> anyhow::Result<()> {
-    crate::init_logging();
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(simulate(args))
-}
-
-async fn simulate(args: SimArgs) -> anyhow::Result<()> {
-    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let client = client::connect::from_url(&args.server)?;
+    let names = (0..args.nodes).map(|i| format!("{}-{i}", args.prefix)).collect();
     let settings = HollowSettings {
         cpu: args.cpu,
         memory: args.memory,
@@ -52,13 +44,26 @@ async fn simulate(args: SimArgs) -> anyhow::Result<()> {
         ready_delay: Duration::from_millis(args.ready_delay_ms),
         ..Default::default()
     };
-    let nodes = HollowNodes::start(client, &args.prefix, args.nodes, settings)
-        .await
-        .with_context(|| format!("cannot register hollow nodes with {}", args.server))?;
-    println!("ready {} hollow node(s)", nodes.names().len());
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
-    }
-    Ok(())
+    serve(&args.server, names, settings)
+}
+
+/// Runs the hollow nodes `names` against `server` until SIGTERM or SIGINT
+/// (`r8s sim`, and `r8s agent --simulate` for one node).
+pub fn serve(server: &str, names: Vec<String>, settings: HollowSettings) -> anyhow::Result<()> {
+    crate::init_logging();
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        let client = client::connect::from_url(server)?;
+        let nodes = HollowNodes::start_named(client, names, settings)
+            .await
+            .with_context(|| format!("cannot register hollow nodes with {server}"))?;
+        println!("ready {} hollow node(s)", nodes.names().len());
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        Ok(())
+    })
 }
