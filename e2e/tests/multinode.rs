@@ -1,0 +1,91 @@
+//! `r8s up --nodes N` and `r8s down`, as root, with real containers: nodes
+//! get distinct pod CIDRs, a pod on one node reaches a pod on another by its
+//! IP, and `r8s down` leaves nothing behind, also after `r8s up` and its
+//! processes were SIGKILLed. Build first: `cargo build -p r8s`.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use e2e::{phase, pod_ip, TestCluster, IMAGE};
+use serde_json::json;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn ready(node: &client::k8s_openapi::api::core::v1::Node) -> bool {
+    node.status.iter().flat_map(|s| s.conditions.iter().flatten()).any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+/// A busybox httpd answering `hello from <node>` on port 8080.
+fn web_server(node: &str) -> serde_json::Value {
+    let script = format!("mkdir -p /www && echo hello from {node} > /www/index.html && exec httpd -f -p 8080 -h /www");
+    json!({"containers": [{
+        "name": "web", "image": IMAGE, "command": ["sh", "-c", script],
+        "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1}
+    }]})
+}
+
+/// A pod that fetches `url` (a few tries, as a client would) and prints what it got.
+fn fetcher(url: &str) -> serde_json::Value {
+    let script = format!("for try in 1 2 3 4 5 6 7 8 9 10; do wget -qO- {url} && exit 0; sleep 1; done; exit 1");
+    json!({"restartPolicy": "Never", "containers": [{"name": "fetch", "image": IMAGE, "command": ["sh", "-c", script]}]})
+}
+
+fn ready_pod(pod: &client::k8s_openapi::api::core::v1::Pod) -> bool {
+    pod.status.iter().flat_map(|s| s.conditions.iter().flatten()).any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+fn assert_gone(cluster: &TestCluster) {
+    let leftovers = cluster.leftovers();
+    assert!(leftovers.is_empty(), "r8s down left these behind: {leftovers:#?}");
+}
+
+#[test]
+fn three_nodes_route_pod_traffic_between_them_and_down_removes_everything() {
+    let mut cluster = TestCluster::up(3);
+    let tokio = tokio::runtime::Runtime::new().unwrap();
+    tokio.block_on(async {
+        let nodes = cluster.nodes().await;
+        assert_eq!(nodes.len(), 3);
+        assert!(nodes.iter().all(ready), "every node is Ready");
+        let cidrs: BTreeSet<String> = nodes.iter().filter_map(|n| n.spec.as_ref()?.pod_cidr.clone()).collect();
+        assert_eq!(cidrs.len(), 3, "three distinct pod CIDRs: {cidrs:?}");
+        assert!(cidrs.iter().all(|c| c.starts_with("10.244.") && c.ends_with("/24")), "{cidrs:?}");
+
+        let first = format!("{}-n1", cluster.name);
+        let second = format!("{}-n2", cluster.name);
+        cluster.create_pod("web", &second, web_server(&second)).await;
+        let web = cluster.wait_pod("web", 2 * MINUTE, |p| ready_pod(p) && pod_ip(p).is_some()).await;
+        let web_ip = pod_ip(&web).unwrap();
+        let second_cidr = nodes.iter().find(|n| n.metadata.name.as_deref() == Some(&second)).and_then(|n| n.spec.as_ref()?.pod_cidr.clone()).unwrap();
+        assert!(web_ip.starts_with(second_cidr.trim_end_matches("0/24")), "pod IP {web_ip} is in {second}'s pod CIDR {second_cidr}");
+
+        cluster.create_pod("client", &first, fetcher(&format!("http://{web_ip}:8080/"))).await;
+        let client = cluster.wait_pod("client", 2 * MINUTE, |p| matches!(phase(p), "Succeeded" | "Failed")).await;
+        let answer = cluster.logs("client").await;
+        assert_eq!(phase(&client), "Succeeded", "the fetch from {first} to {web_ip} on {second} failed: {answer:?}");
+        assert_eq!(answer.trim(), format!("hello from {second}"));
+    });
+    let down = cluster.down();
+    assert!(down.status.success(), "r8s down: {}", String::from_utf8_lossy(&down.stderr));
+    assert_gone(&cluster);
+    let again = cluster.down();
+    assert!(again.status.success(), "r8s down is idempotent: {}", String::from_utf8_lossy(&again.stderr));
+}
+
+#[test]
+fn down_after_a_crash_removes_everything() {
+    let mut cluster = TestCluster::up(2);
+    let tokio = tokio::runtime::Runtime::new().unwrap();
+    tokio.block_on(async {
+        let node = format!("{}-n2", cluster.name);
+        cluster.create_pod("web", &node, web_server(&node)).await;
+        cluster.wait_pod("web", 2 * MINUTE, |p| phase(p) == "Running").await;
+    });
+    // r8s up, the server and the agents die at once; the runtimes, their
+    // shims and the pod's containers keep running.
+    cluster.crash();
+    assert!(!cluster.leftovers().is_empty(), "the crash leaves the cluster's pieces behind");
+    let down = cluster.down();
+    assert!(down.status.success(), "r8s down: {}", String::from_utf8_lossy(&down.stderr));
+    assert_gone(&cluster);
+}
