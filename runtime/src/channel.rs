@@ -4,7 +4,9 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::marker::PhantomData;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -38,6 +40,24 @@ pub struct Receiver<T> {
 pub fn channel<T: Serialize + DeserializeOwned>() -> Result<(Sender<T>, Receiver<T>), ChannelError> {
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(ChannelError::Pipe)?;
     Ok((Sender::from_fd(write), Receiver::from_fd(read)))
+}
+
+/// Gives the child that `command` spawns `fd` as descriptor `target`, open
+/// across its `execve`. `fd` stays close-on-exec in this process, so children
+/// that other threads spawn meanwhile do not keep it open.
+pub fn pass_fd(command: &mut Command, fd: &OwnedFd, target: RawFd) {
+    let fd = fd.as_raw_fd();
+    // SAFETY: dup2 and fcntl are async-signal-safe and touch only descriptors.
+    unsafe {
+        command.pre_exec(move || {
+            // dup2 onto itself would keep the close-on-exec flag.
+            let done = if fd == target { libc::fcntl(fd, libc::F_SETFD, 0) } else { libc::dup2(fd, target) };
+            if done < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 impl<T: Serialize> Sender<T> {
@@ -102,5 +122,25 @@ mod tests {
         assert_eq!(rx.recv().unwrap(), Message::Ready { pid: 7 });
         assert_eq!(rx.recv().unwrap(), Message::Failed("no".into()));
         assert!(matches!(rx.recv(), Err(ChannelError::Closed)));
+    }
+
+    /// The child writes into the passed descriptor, whether or not it already
+    /// has the target number here.
+    #[test]
+    fn a_passed_descriptor_reaches_the_child() {
+        for same_number in [false, true] {
+            let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+            let target = if same_number { write.as_raw_fd() } else { 200 };
+            // bash: dash redirects single-digit descriptors only.
+            let mut command = Command::new("/bin/bash");
+            command.args(["-c", &format!("echo passed >&{target}")]);
+            pass_fd(&mut command, &write, target);
+            let status = command.status().unwrap();
+            drop(write);
+            let mut out = String::new();
+            std::io::Read::read_to_string(&mut File::from(read), &mut out).unwrap();
+            assert!(status.success());
+            assert_eq!(out, "passed\n", "same number: {same_number}");
+        }
     }
 }

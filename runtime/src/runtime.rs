@@ -3,8 +3,7 @@
 //! directory, the cgroup files or the shim; nothing is kept in memory, so a
 //! new `Runtime` (after a restart) sees every container again.
 
-use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::process::CommandExt;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -17,7 +16,7 @@ use oci_spec::runtime::{Process, User};
 use serde::{Deserialize, Serialize};
 
 use crate::cgroups::{self, CgroupError, CgroupManager, Stats};
-use crate::channel::Receiver;
+use crate::channel::{self, Receiver};
 use crate::config::{valid_id, ContainerSpec, Output};
 use crate::shim::{self, CreateReply, REPLY_FD};
 use crate::state::{self, Bundle, ExitStatus, Pids, StateDir};
@@ -183,16 +182,7 @@ impl Runtime {
         if !matches!(bundle.spec.output, Output::Inherit) {
             command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
         }
-        let write_fd = reply_write.as_raw_fd();
-        // SAFETY: dup2 is async-signal-safe; it gives the shim the reply pipe as fd 3.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::dup2(write_fd, REPLY_FD) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        channel::pass_fd(&mut command, &reply_write, REPLY_FD);
         let mut first = command.spawn().map_err(io(format!("starting {}", self.config.binary.display())))?;
         drop(reply_write);
         // The first shim process exits as soon as the detached one is forked.

@@ -10,7 +10,6 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -125,16 +124,7 @@ pub fn spawn(binary: &Path, options: &PauseOptions) -> Result<PauseProcess, Sand
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SandboxError::Pause(format!("pipe: {e}")))?;
     let mut command = Command::new(binary);
     command.args(options.to_args()).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-    let write_fd = reply_write.as_raw_fd();
-    // SAFETY: dup2 is async-signal-safe; it gives the pause the reply pipe as fd 3.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::dup2(write_fd, REPLY_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    crate::channel::pass_fd(&mut command, &reply_write, REPLY_FD);
     let mut first = command.spawn().map_err(failed(&format!("starting {}", binary.display())))?;
     drop(reply_write);
     let mut answer = String::new();
