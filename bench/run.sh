@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Runs one benchmark with release builds of everything it drives:
-#   bash bench/run.sh store|api|runtime|cri|scheduler [ARGS...]
+#   bash bench/run.sh store|api|runtime|cri|scheduler|agent [ARGS...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
   cri) bash scripts/setup.sh containerd containernetworking-plugins ;;  # the CRI benchmark's peer
+  agent) bash scripts/setup.sh podman ;;  # the agent benchmark's peer
   *) bash scripts/setup.sh ;;
 esac
 cargo build --release -p r8s -p r8s-bench

@@ -376,7 +376,7 @@ fn raise_fd_limit() -> anyhow::Result<()> {
 }
 
 /// VmRSS in bytes from a `/proc/<pid>/status`.
-fn rss_of(status_path: &str) -> anyhow::Result<u64> {
+pub fn rss_of(status_path: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(status_path).with_context(|| format!("reading {status_path}"))?;
     let kib = status
         .lines()

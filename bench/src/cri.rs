@@ -26,7 +26,7 @@ use runtime::network::NetNs;
 use crate::stats::{ms, print_table, Samples};
 
 const CONCURRENT_PODS: usize = 50;
-const IMAGE: &str = "bench-busybox:latest";
+pub const IMAGE: &str = "bench-busybox:latest";
 /// The pod cgroups' parent (containerd puts it at the root of each hierarchy).
 const POD_CGROUPS: &str = "r8s-bench-pods";
 
@@ -71,18 +71,7 @@ struct Row {
 
 async fn compare(r8s: &Path, args: &CriBenchArgs) -> anyhow::Result<()> {
     let dir = tempfile::Builder::new().prefix("r8s-bench-cri-").tempdir_in("/run")?;
-    let rootfs = dir.path().join("rootfs");
-    std::fs::create_dir_all(rootfs.join("bin"))?;
-    for sub in ["proc", "sys", "dev", "tmp", "etc"] {
-        std::fs::create_dir_all(rootfs.join(sub))?;
-    }
-    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).context("copying /bin/busybox (busybox-static)")?;
-    std::os::unix::fs::symlink("busybox", rootfs.join("bin/sleep"))?;
-    let images = dir.path().join("images");
-    let imported = Command::new(r8s).args(["image", "import-rootfs"]).arg(&rootfs).arg("bench-busybox").arg("--image-root").arg(&images).status()?;
-    if !imported.success() {
-        bail!("importing the busybox image failed");
-    }
+    let (rootfs, images) = busybox_image(r8s, dir.path())?;
 
     let mut rows = Vec::new();
     for networking in [true, false] {
@@ -118,16 +107,34 @@ async fn compare(r8s: &Path, args: &CriBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A busybox root filesystem under `dir` (`sleep` is all the pods run), and an
+/// r8s image store holding it as `bench-busybox:latest`.
+pub fn busybox_image(r8s: &Path, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let rootfs = dir.join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin"))?;
+    for sub in ["proc", "sys", "dev", "tmp", "etc"] {
+        std::fs::create_dir_all(rootfs.join(sub))?;
+    }
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).context("copying /bin/busybox (busybox-static)")?;
+    std::os::unix::fs::symlink("busybox", rootfs.join("bin/sleep"))?;
+    let images = dir.join("images");
+    let imported = Command::new(r8s).args(["image", "import-rootfs"]).arg(&rootfs).arg("bench-busybox").arg("--image-root").arg(&images).status()?;
+    if !imported.success() {
+        bail!("importing the busybox image failed");
+    }
+    Ok((rootfs, images))
+}
+
 /// `r8s runtime serve` in its own process, with roots under the run's directory.
-struct R8sServer {
+pub struct R8sServer {
     child: Child,
-    socket: PathBuf,
+    pub socket: PathBuf,
     node: Option<NetNs>,
     dir: PathBuf,
 }
 
 impl R8sServer {
-    async fn start(r8s: &Path, base: &Path, images: &Path, networking: bool) -> anyhow::Result<Self> {
+    pub async fn start(r8s: &Path, base: &Path, images: &Path, networking: bool) -> anyhow::Result<Self> {
         let dir = base.join(if networking { "with-network" } else { "without-network" });
         std::fs::create_dir_all(&dir)?;
         let socket = dir.join("cri.sock");
@@ -170,7 +177,11 @@ impl R8sServer {
         bail!("r8s runtime serve did not open its socket")
     }
 
-    fn stop(mut self) {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn stop(mut self) {
         // SIGTERM: the service stops serving; the pods are already removed.
         // SAFETY: signalling our own child by its pid.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
@@ -234,7 +245,7 @@ async fn remove_pods(client: &mut CriClient, sandboxes: &[String]) -> anyhow::Re
 }
 
 /// Removes every pod this benchmark made (namespace `bench`), also after a failure.
-async fn remove_bench_pods(socket: &Path) {
+pub async fn remove_bench_pods(socket: &Path) {
     let Ok(mut client) = CriClient::connect(socket).await else { return };
     let Ok(pods) = client.runtime.list_pod_sandbox(ListPodSandboxRequest { filter: None }).await else { return };
     let ours: Vec<String> = pods
@@ -391,7 +402,7 @@ impl Containerd {
 }
 
 /// Removes an empty cgroup tree, children first.
-fn remove_empty_tree(dir: &Path) {
+pub fn remove_empty_tree(dir: &Path) {
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         if entry.path().is_dir() {
             remove_empty_tree(&entry.path());
@@ -400,7 +411,7 @@ fn remove_empty_tree(dir: &Path) {
     let _ = std::fs::remove_dir(dir);
 }
 
-fn run_checked(command: &mut Command) -> anyhow::Result<()> {
+pub fn run_checked(command: &mut Command) -> anyhow::Result<()> {
     let output = command.output().with_context(|| format!("running {command:?}"))?;
     if !output.status.success() {
         bail!("{command:?} failed: {}", String::from_utf8_lossy(&output.stderr));

@@ -1,6 +1,7 @@
 //! `r8s-bench`: each subcommand measures one part of r8s beside its peers, in the
 //! same run, and prints one table (Markdown, ready for BENCHMARKS.md).
 
+mod agent;
 mod api;
 mod cri;
 mod runtime;
@@ -27,6 +28,8 @@ enum Command {
     Runtime(runtime::RuntimeBenchArgs),
     /// CRI: RunPodSandbox to a started container, 1 and 50 pods, with and without networking.
     Cri(cri::CriBenchArgs),
+    /// Pod create to Running on a one-node cluster, 1 pod and a burst of 100, idle CPU and memory: r8s vs podman.
+    Agent(agent::AgentBenchArgs),
     /// Pods scheduled and bound per second, and a big Deployment's rollout, on hollow nodes.
     Scheduler(scheduler::SchedulerBenchArgs),
 }
@@ -38,5 +41,6 @@ fn main() -> anyhow::Result<()> {
         Command::Runtime(args) => runtime::run(args),
         Command::Cri(args) => cri::run(args),
         Command::Scheduler(args) => scheduler::run(args),
+        Command::Agent(args) => agent::run(args),
     }
 }
