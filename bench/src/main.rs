@@ -4,6 +4,7 @@
 mod agent;
 mod api;
 mod cri;
+mod proxy;
 mod runtime;
 mod scheduler;
 mod stats;
@@ -30,6 +31,8 @@ enum Command {
     Cri(cri::CriBenchArgs),
     /// Pod create to Running on a one-node cluster, 1 pod and a burst of 100, idle CPU and memory: r8s vs podman.
     Agent(agent::AgentBenchArgs),
+    /// Service requests through the node proxy vs straight to pod IPs, and Endpoints change to rules programmed.
+    Proxy(proxy::ProxyBenchArgs),
     /// Pods scheduled and bound per second, and a big Deployment's rollout, on hollow nodes.
     Scheduler(scheduler::SchedulerBenchArgs),
 }
@@ -41,6 +44,7 @@ fn main() -> anyhow::Result<()> {
         Command::Runtime(args) => runtime::run(args),
         Command::Cri(args) => cri::run(args),
         Command::Scheduler(args) => scheduler::run(args),
+        Command::Proxy(args) => proxy::run(args),
         Command::Agent(args) => agent::run(args),
     }
 }
