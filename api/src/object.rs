@@ -115,6 +115,7 @@ objects! {
     ReplicaSet => default: defaults::default_replica_set, validate: v::validate_replica_set, update: v::validate_replica_set_update;
     DaemonSet => default: defaults::default_daemon_set, validate: v::validate_daemon_set, update: v::validate_daemon_set_update;
     Job => default: defaults::default_job, validate: v::validate_job, update: v::validate_job_update;
+    PriorityClass => default: defaults::default_priority_class, validate: v::validate_priority_class, update: v::validate_priority_class_update;
 }
 
 impl Object {

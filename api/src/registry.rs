@@ -137,6 +137,7 @@ const fn scale() -> Subresource {
 
 use k8s_openapi::api::{
     apps::v1 as apps, batch::v1 as batch, coordination::v1 as coordination, core::v1 as core,
+    scheduling::v1 as scheduling,
 };
 
 /// Every resource r8s serves.
@@ -376,6 +377,20 @@ pub static RESOURCES: &[ResourceInfo] = &[
         subresources: &[status("batch", "v1", "Job")],
         schema: schema_of::<batch::Job>,
     },
+    ResourceInfo {
+        group: "scheduling.k8s.io",
+        version: "v1",
+        kind: "PriorityClass",
+        list_kind: "PriorityClassList",
+        plural: "priorityclasses",
+        singular: "priorityclass",
+        namespaced: false,
+        short_names: &["pc"],
+        categories: &[],
+        verbs: ALL_VERBS,
+        subresources: &[],
+        schema: schema_of::<scheduling::PriorityClass>,
+    },
 ];
 
 /// The resource served at `/apis/{group}/{version}/{plural}` (group "" for `/api/v1`).
@@ -476,6 +491,7 @@ mod tests {
             ("sa", "serviceaccounts"),
             ("job", "jobs"),
             ("lease", "leases"),
+            ("pc", "priorityclasses"),
         ] {
             assert_eq!(resolve(name).map(|r| r.plural), Some(plural), "{name}");
         }
@@ -498,7 +514,8 @@ mod tests {
                 ("", "v1"),
                 ("coordination.k8s.io", "v1"),
                 ("apps", "v1"),
-                ("batch", "v1")
+                ("batch", "v1"),
+                ("scheduling.k8s.io", "v1")
             ]
         );
         assert_eq!(

@@ -8,6 +8,7 @@ pub use k8s_openapi::api::apps::v1::{
 pub use k8s_openapi::api::autoscaling::v1::{Scale, ScaleSpec, ScaleStatus};
 pub use k8s_openapi::api::batch::v1::{Job, JobSpec, JobStatus};
 pub use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+pub use k8s_openapi::api::scheduling::v1::PriorityClass;
 pub use k8s_openapi::api::core::v1::{
     Binding, ConfigMap, Container, ContainerPort, ContainerStatus, EndpointAddress, EndpointPort,
     EndpointSubset, Endpoints, Event, Namespace, NamespaceSpec, NamespaceStatus, Node, NodeSpec,
@@ -38,3 +39,4 @@ pub type DeploymentList = List<Deployment>;
 pub type ReplicaSetList = List<ReplicaSet>;
 pub type DaemonSetList = List<DaemonSet>;
 pub type JobList = List<Job>;
+pub type PriorityClassList = List<PriorityClass>;

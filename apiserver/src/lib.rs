@@ -10,6 +10,7 @@ pub mod model;
 pub mod objects;
 pub mod openapi;
 pub mod patch;
+pub mod priority;
 pub mod resources;
 pub mod rest;
 pub mod selectors;

@@ -106,7 +106,7 @@ pub async fn bootstrap(store: &dyn Store) -> Result<(), store::StoreError> {
             Err(error) => return Err(error),
         }
     }
-    Ok(())
+    crate::priority::bootstrap(store).await
 }
 
 /// Serves the API on `listener` until the future is dropped or fails.

@@ -1,12 +1,13 @@
-//! Preemption end to end on hollow nodes: a high-priority pod that fits nowhere
-//! evicts one lower-priority pod (with a `Preempted` event), is nominated for its
-//! node and runs there; pods of equal priority are never evicted.
+//! Preemption end to end on hollow nodes: a pod of a high PriorityClass that
+//! fits nowhere evicts one lower-priority pod (with a `Preempted` event), is
+//! nominated for its node and runs there; pods of equal priority never evict.
 
 mod common;
 
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::scheduling::v1::PriorityClass;
 use kube::api::{ListParams, PostParams};
 use kube::Api;
 use serde_json::json;
@@ -15,12 +16,12 @@ use common::eventually;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// A bare pod asking for 2 CPUs (half a hollow node) at `priority`.
+/// A bare pod asking for 2 CPUs (half a hollow node) in the class `p<priority>`.
 fn pod(name: &str, priority: i32) -> Pod {
     serde_json::from_value(json!({
         "metadata": { "name": name, "namespace": "default" },
         "spec": {
-            "priority": priority,
+            "priorityClassName": format!("p{priority}"),
             "containers": [{ "name": "main", "image": "busy", "resources": { "requests": { "cpu": "2" } } }]
         }
     }))
@@ -37,6 +38,11 @@ async fn running_on(pods: &Api<Pod>, name: &str) -> Option<String> {
 async fn a_high_priority_pod_preempts_one_lower_priority_pod() {
     let cluster = common::start(2, Default::default()).await;
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let classes: Api<PriorityClass> = Api::all(cluster.client.clone());
+    for value in [0, 1, 2, 100, 1000] {
+        let class = json!({ "metadata": { "name": format!("p{value}") }, "value": value });
+        classes.create(&PostParams::default(), &serde_json::from_value(class).unwrap()).await.expect("create class");
+    }
     let low = ["low-0", "low-1", "low-2", "mid"];
     for (index, name) in low.iter().enumerate() {
         // Two CPUs each fill both 4-CPU nodes; `mid` outranks the others.

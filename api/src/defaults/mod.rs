@@ -18,6 +18,11 @@ pub use workloads::{
     default_daemon_set, default_deployment, default_job, default_replica_set, generate_job_selector,
 };
 
+/// `SetDefaults_PriorityClass`: classes preempt lower priorities unless told not to.
+pub fn default_priority_class(class: &mut k8s_openapi::api::scheduling::v1::PriorityClass) {
+    class.preemption_policy.get_or_insert_with(|| "PreemptLowerPriority".to_string());
+}
+
 /// The label every namespace carries with its own name.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 

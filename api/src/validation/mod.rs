@@ -7,6 +7,7 @@ mod field;
 mod meta;
 pub mod names;
 mod pod;
+pub mod scheduling;
 mod service;
 mod workloads;
 
@@ -23,6 +24,7 @@ pub use meta::{
     validate_object_meta_update, Scope,
 };
 pub use pod::{validate_pod, validate_pod_spec, validate_pod_template_spec, validate_pod_update};
+pub use scheduling::{validate_priority_class, validate_priority_class_update};
 pub use service::{validate_service, validate_service_update};
 pub use workloads::{
     validate_daemon_set, validate_daemon_set_update, validate_deployment,

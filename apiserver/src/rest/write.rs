@@ -29,6 +29,9 @@ pub async fn create(request: ApiRequest) -> ApiResult<Response> {
     }
     let warnings = check_unknown_fields(&request, &object)?;
     stamp_new(&mut object)?;
+    if resource.kind == "Pod" && resource.group.is_empty() {
+        crate::priority::admit_pod(request.state.store.as_ref(), &mut object).await?;
+    }
     model::admit(&resource, &mut object, Write::Create)?;
 
     if !request.params.dry_run {
