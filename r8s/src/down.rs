@@ -19,7 +19,9 @@ pub fn run(args: DownArgs) -> anyhow::Result<()> {
     crate::init_logging();
     let layout = Layout::new(&args.name, &args.roots)?;
     let report = teardown::remove(&layout, true);
-    if report.is_empty() && report.problems.is_empty() {
+    if let Some(pid) = report.stopped_up {
+        println!("cluster {}: stopped its r8s up (pid {pid}), which removed it", layout.name);
+    } else if report.is_empty() && report.problems.is_empty() {
         println!("cluster {} is not there; nothing to remove", layout.name);
     }
     up::report(&layout.name, &report);

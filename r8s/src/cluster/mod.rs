@@ -5,7 +5,7 @@
 //! - network namespaces: the hub `r8s-C` (bridge `r8sbr0`, 172.30.0.1/24, the
 //!   API server) and one per node `r8s-C-n<i>` (eth0 172.30.0.(10+i));
 //! - cgroups: `<hierarchy>/r8s/C/n<i>` per node's runtime, and
-//!   `<hierarchy>/r8s/C/daemons` holding `r8s up` and every process it starts
+//!   `<hierarchy>/r8s/C/daemons` holding every process `r8s up` starts
 //!   (found there by `r8s down` even if their pid files are stale);
 //! - files: `<data root>/C` (store, agents' volumes, kubeconfig, logs, the
 //!   list of namespaces, pid files) and `<run root>/C` (sockets, runtime
@@ -166,7 +166,7 @@ fn looks_like_node_suffix(name: &str) -> bool {
 
 /// The hierarchy whose `r8s/<cluster>/daemons` cgroup tracks a cluster's
 /// processes: the unified one on cgroup v2, else v1's `pids`.
-pub fn tracking_hierarchy() -> PathBuf {
+fn tracking_hierarchy() -> PathBuf {
     let mount = Path::new(CGROUP_MOUNT);
     if mount.join("cgroup.controllers").exists() {
         mount.to_path_buf()

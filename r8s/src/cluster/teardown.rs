@@ -18,6 +18,8 @@ use crate::netns::NETNS_DIR;
 /// What was removed, for the user.
 #[derive(Debug, Default)]
 pub struct Report {
+    /// A running `r8s up` of the cluster was asked to stop (and removed the cluster itself).
+    pub stopped_up: Option<i32>,
     pub processes: usize,
     pub mounts: usize,
     pub netns: Vec<String>,
@@ -37,7 +39,7 @@ impl Report {
 pub fn remove(layout: &Layout, graceful: bool) -> Report {
     let mut report = Report::default();
     if graceful {
-        stop_up(layout);
+        report.stopped_up = stop_up(layout);
     }
     report.processes = kill_processes(layout, &mut report.problems);
     report.mounts = unmount_under(&[&layout.data_dir, &layout.run_dir], &mut report.problems);
@@ -53,11 +55,12 @@ pub fn remove(layout: &Layout, graceful: bool) -> Report {
     report
 }
 
-/// SIGTERM to a live `r8s up` of this cluster, and a wait for it to finish.
-fn stop_up(layout: &Layout) {
-    let Some(up) = ProcessId::read(&layout.pid_file("up")).filter(ProcessId::is_alive_r8s) else { return };
+/// SIGTERM to a live `r8s up` of this cluster, and a wait for it to finish;
+/// returns its pid if there was one.
+fn stop_up(layout: &Layout) -> Option<i32> {
+    let up = ProcessId::read(&layout.pid_file("up")).filter(ProcessId::is_alive_r8s)?;
     if up.pid == std::process::id() as i32 {
-        return;
+        return None;
     }
     // SAFETY: signalling a process checked above to be this cluster's `r8s up`.
     unsafe { libc::kill(up.pid, libc::SIGTERM) };
@@ -65,6 +68,7 @@ fn stop_up(layout: &Layout) {
     while up.is_alive_r8s() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
+    Some(up.pid)
 }
 
 /// Pids in `dir` and every cgroup below it.

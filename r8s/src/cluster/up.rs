@@ -22,6 +22,9 @@ use crate::up::{wait_for_ready_line, Process};
 
 /// Where the API server listens inside the hub, for the agents.
 const API_PORT: u16 = 6443;
+/// The `kube-dns` Service's ClusterIP, the pods' name server; the server
+/// answers at the hub's address behind it.
+const CLUSTER_DNS: &str = "10.96.0.10";
 
 /// What `r8s up --nodes` was asked for.
 pub struct Options {
@@ -34,12 +37,11 @@ pub struct Options {
     pub timeout: Duration,
 }
 
-/// Moves this process into the cluster's daemons cgroup (so every process it
-/// starts is found there), and back where it was when dropped, after which
-/// the whole cluster is removed.
+/// The claim on a cluster's name and places: made when no `r8s up` of the
+/// cluster runs (leftovers of an earlier run are removed first); dropping it
+/// removes the whole cluster.
 struct Cluster {
     layout: Layout,
-    home_cgroup: Option<PathBuf>,
 }
 
 impl Cluster {
@@ -55,36 +57,18 @@ impl Cluster {
         for dir in [&layout.data_dir, &layout.run_dir, &layout.logs_dir()] {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        let cluster = Cluster { layout: layout.clone(), home_cgroup: own_cgroup() };
+        let cluster = Cluster { layout: layout.clone() };
         ProcessId::of(me).context("cannot read this process's start time")?.write(&layout.pid_file("up"))?;
         let daemons = layout.daemons_cgroup();
         std::fs::create_dir_all(&daemons).with_context(|| format!("cannot create cgroup {}", daemons.display()))?;
-        std::fs::write(daemons.join("cgroup.procs"), me.to_string()).with_context(|| format!("cannot join cgroup {}", daemons.display()))?;
         Ok(cluster)
     }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if let Some(home) = &self.home_cgroup {
-            let _ = std::fs::write(home.join("cgroup.procs"), std::process::id().to_string());
-        }
         report(&self.layout.name, &teardown::remove(&self.layout, false));
     }
-}
-
-/// The cgroup of this process on the tracking hierarchy, to return to.
-fn own_cgroup() -> Option<PathBuf> {
-    let hierarchy = super::tracking_hierarchy();
-    let controller = hierarchy.file_name()?.to_string_lossy().into_owned();
-    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let path = cgroups.lines().find_map(|line| {
-        let mut fields = line.splitn(3, ':');
-        let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
-        let matches = if controller == "cgroup" { controllers.is_empty() } else { controllers.split(',').any(|c| c == controller) };
-        matches.then(|| path.trim_start_matches('/').to_string())
-    })?;
-    Some(hierarchy.join(path))
 }
 
 pub fn report(name: &str, report: &teardown::Report) {
@@ -107,8 +91,15 @@ fn log_file(layout: &Layout, process: &str) -> anyhow::Result<File> {
     File::create(&path).with_context(|| format!("cannot create {}", path.display()))
 }
 
+/// Starts a process of the cluster, logging to its own file, and records it
+/// (pid file, daemons cgroup) so that `r8s down` finds it and all it starts.
+/// It is moved into the cgroup before it starts anything of its own: the
+/// server starts nothing, an agent starts its runtime only once its Node has
+/// a pod CIDR.
 fn start(layout: &Layout, process: &str, command: &mut Command) -> anyhow::Result<Process> {
     let started = Process::start(process, command.stdin(Stdio::null()).stderr(log_file(layout, process)?))?;
+    let procs = layout.daemons_cgroup().join("cgroup.procs");
+    std::fs::write(&procs, started.pid().to_string()).with_context(|| format!("cannot move r8s {process} into {}", procs.display()))?;
     if let Some(id) = ProcessId::of(started.pid()) {
         id.write(&layout.pid_file(process))?;
     }
@@ -146,9 +137,10 @@ pub fn run(options: Options) -> anyhow::Result<()> {
             .arg("--write-kubeconfig")
             .arg(layout.kubeconfig())
             .args(["--allocate-node-cidrs", "--cluster-cidr", &options.cluster_cidr])
+            .args(["--advertise-address", &HUB_ADDRESS.to_string(), "--cluster-dns-listen", &format!("{HUB_ADDRESS}:53")])
             .stdout(Stdio::piped()),
     )?;
-    let url = wait_for_ready_line(&mut server)?;
+    let url = wait_for_ready_line(&mut server).with_context(|| format!("see {}", layout.logs_dir().join("server.log").display()))?;
 
     let mut agents = Vec::new();
     for node in &nodes {
@@ -204,6 +196,7 @@ fn agent_command(exe: &Path, layout: &Layout, node: &NodeSlot, options: &Options
         .arg("--log-dir")
         .arg(data.join("pod-logs"))
         .args(["--wait-for-pod-cidr", "--cluster-cidr", &options.cluster_cidr, "--masquerade-interface", NODE_INTERFACE])
+        .args(["--cluster-dns", CLUSTER_DNS])
         .arg(runtime_arg("state-root", &run.join("runtime")))
         .arg(format!("--runtime-arg=--cgroup-root={}", layout.node_cgroup_root(node)))
         .arg(runtime_arg("image-root", &options.image_root))
