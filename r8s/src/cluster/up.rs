@@ -86,6 +86,22 @@ pub fn report(name: &str, report: &teardown::Report) {
     }
 }
 
+/// The last lines of every process's log: the logs go with the cluster, so a
+/// failed start shows them before it removes everything.
+fn log_tails(layout: &Layout) -> String {
+    let mut text = String::new();
+    for entry in std::fs::read_dir(layout.logs_dir()).into_iter().flatten().flatten() {
+        let log = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        text.push_str(&format!("--- {}\n", entry.file_name().to_string_lossy()));
+        for line in &lines[lines.len().saturating_sub(10)..] {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    text
+}
+
 fn log_file(layout: &Layout, process: &str) -> anyhow::Result<File> {
     let path = layout.logs_dir().join(format!("{process}.log"));
     File::create(&path).with_context(|| format!("cannot create {}", path.display()))
@@ -140,7 +156,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
             .args(["--advertise-address", &HUB_ADDRESS.to_string(), "--cluster-dns-listen", &format!("{HUB_ADDRESS}:53")])
             .stdout(Stdio::piped()),
     )?;
-    let url = wait_for_ready_line(&mut server).with_context(|| format!("see {}", layout.logs_dir().join("server.log").display()))?;
+    let url = wait_for_ready_line(&mut server).map_err(|_| anyhow::anyhow!("r8s server did not start:\n{}", log_tails(&layout)))?;
 
     let mut agents = Vec::new();
     for node in &nodes {
@@ -158,8 +174,8 @@ pub fn run(options: Options) -> anyhow::Result<()> {
             _ = terminate.recv() => return anyhow::Ok(()),
             _ = interrupt.recv() => return anyhow::Ok(()),
         };
-        let ready = ready.with_context(|| {
-            format!("the nodes were not all Ready within {} s; see the logs in {}", options.timeout.as_secs(), layout.logs_dir().display())
+        let ready = ready.map_err(|_| {
+            anyhow::anyhow!("the nodes were not all Ready within {} s:\n{}", options.timeout.as_secs(), log_tails(&layout))
         })??;
         println!("r8s is up: cluster {}, {} nodes Ready, the API is at {url}.", layout.name, nodes.len());
         for (name, pod_cidr, address) in ready {
