@@ -141,6 +141,30 @@ impl TestCluster {
         pids
     }
 
+    /// SIGKILLs one process of the cluster by its pid file name (`server`,
+    /// `agent-n2`, ...), as a crash would.
+    pub fn kill(&self, process: &str) {
+        let text = std::fs::read_to_string(self.data_dir().join("pids").join(format!("{process}.pid"))).expect("pid file");
+        let pid: i32 = text.split_whitespace().next().and_then(|p| p.parse().ok()).expect("a pid");
+        // SAFETY: signalling a process this test's cluster started, by pid.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+
+    /// The routes the agent of node `n<i>` made to other nodes' pods
+    /// (`ip route show proto 82` in the node's namespace): destination → gateway.
+    pub fn pod_routes(&self, node: usize) -> Vec<(String, String)> {
+        let netns = format!("r8s-{}-n{node}", self.name);
+        let output = Command::new("ip").args(["-n", &netns, "route", "show", "proto", "82"]).output().expect("ip route");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                let via = words.iter().position(|w| *w == "via")?;
+                Some((words.first()?.to_string(), words.get(via + 1)?.to_string()))
+            })
+            .collect()
+    }
+
     /// SIGKILLs `r8s up`, the server and the agents, as a crash would (the
     /// runtimes, shims and containers stay).
     pub fn crash(&mut self) {

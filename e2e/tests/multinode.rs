@@ -1,17 +1,21 @@
 //! `r8s up --nodes N` and `r8s down`, as root, with real containers: nodes
 //! get distinct pod CIDRs, a pod on one node reaches a pod on another by its
-//! IP, and `r8s down` leaves nothing behind, also after `r8s up` and its
+//! IP, a node that leaves takes the other nodes' routes to its pods with
+//! it, and `r8s down` leaves nothing behind, also after `r8s up` and its
 //! processes were SIGKILLed. Build first: `cargo build -p r8s`.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use client::k8s_openapi::api::core::v1::Node;
+use client::kube::api::DeleteParams;
+use client::kube::Api;
 use e2e::{phase, pod_ip, TestCluster, IMAGE};
 use serde_json::json;
 
 const MINUTE: Duration = Duration::from_secs(60);
 
-fn ready(node: &client::k8s_openapi::api::core::v1::Node) -> bool {
+fn ready(node: &Node) -> bool {
     node.status.iter().flat_map(|s| s.conditions.iter().flatten()).any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
@@ -64,6 +68,23 @@ fn three_nodes_route_pod_traffic_between_them_and_down_removes_everything() {
         let answer = cluster.logs("client").await;
         assert_eq!(phase(&client), "Succeeded", "the fetch from {first} to {web_ip} on {second} failed: {answer:?}");
         assert_eq!(answer.trim(), format!("hello from {second}"));
+
+        // Node 3 leaves (its agent dies, its Node is deleted): the other nodes
+        // drop their routes to its pods and keep the rest.
+        let cidr_of = |name: &str| nodes.iter().find(|n| n.metadata.name.as_deref() == Some(name)).and_then(|n| n.spec.as_ref()?.pod_cidr.clone()).unwrap();
+        let third = format!("{}-n3", cluster.name);
+        let routes: BTreeSet<_> = cluster.pod_routes(1).into_iter().collect();
+        let expected: BTreeSet<_> = [(cidr_of(&second), "172.30.0.12".to_string()), (cidr_of(&third), "172.30.0.13".to_string())].into_iter().collect();
+        assert_eq!(routes, expected, "node 1 routes to the pods of nodes 2 and 3");
+        cluster.kill("agent-n3");
+        let node_api: Api<Node> = Api::all(cluster.client());
+        node_api.delete(&third, &DeleteParams::default()).await.expect("delete node 3");
+        let deadline = tokio::time::Instant::now() + MINUTE;
+        while cluster.pod_routes(1).len() != 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(cluster.pod_routes(1), vec![(cidr_of(&second), "172.30.0.12".to_string())], "node 1 routes only to node 2's pods");
+        assert_eq!(cluster.pod_routes(2), vec![(cidr_of(&first), "172.30.0.11".to_string())], "node 2 routes only to node 1's pods");
     });
     let down = cluster.down();
     assert!(down.status.success(), "r8s down: {}", String::from_utf8_lossy(&down.stderr));
