@@ -50,7 +50,8 @@ impl Cluster {
         if let Some(up) = ProcessId::read(&layout.pid_file("up")).filter(|p| p.is_alive_r8s() && p.pid != me) {
             bail!("cluster {} is already up (r8s up, pid {}); stop it with `r8s down {}`", layout.name, up.pid, layout.name);
         }
-        if layout.data_dir.exists() || layout.run_dir.exists() {
+        let hub_exists = crate::netns::netns_path(&layout.hub_netns()).exists();
+        if layout.data_dir.exists() || layout.run_dir.exists() || hub_exists {
             tracing::info!(cluster = %layout.name, "removing what an earlier run of the cluster left");
             report(&layout.name, &teardown::remove(layout, false));
         }
