@@ -27,6 +27,23 @@ pub struct ContainerSpec {
     pub seccomp: SeccompPolicy,
     /// Where stdout and stderr go.
     pub output: Output,
+    /// Whether the container gets a stdin that attach clients write to
+    /// (Kubernetes' `stdin` and `stdinOnce`). With `process.terminal`, the
+    /// shim gives the container a terminal instead of pipes.
+    #[serde(default)]
+    pub stdin: StdinMode,
+}
+
+/// The container's stdin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum StdinMode {
+    /// `/dev/null`.
+    #[default]
+    Closed,
+    /// Open while the container runs, for any number of attaches in turn.
+    Open,
+    /// Open until the first attach that wrote to it ends, then closed for good.
+    Once,
 }
 
 /// The container's `/`.

@@ -96,10 +96,7 @@ fn child(process: &Process, seccomp: crate::config::SeccompPolicy, pty: Option<O
 fn attach_terminal(slave: OwnedFd) -> Result<(), SetupError> {
     let sys = |what: &'static str| move |errno| SetupError::Sys { what: what.into(), errno };
     nix::unistd::setsid().map_err(sys("setsid"))?;
-    // SAFETY: TIOCSCTTY on a terminal descriptor we own.
-    if unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&slave), libc::TIOCSCTTY, 0) } < 0 {
-        return Err(sys("making the terminal controlling")(nix::Error::last()));
-    }
+    process::take_controlling_terminal(slave.as_fd())?;
     nix::unistd::dup2_stdin(&slave)
         .and_then(|()| nix::unistd::dup2_stdout(&slave))
         .and_then(|()| nix::unistd::dup2_stderr(&slave))

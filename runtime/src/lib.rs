@@ -6,9 +6,11 @@
 //!   processes forked from the shim.
 //! - [`shim`]: the per-container supervisor (`r8s runtime shim`).
 //! - [`exec`]: the process that enters a running container (`r8s runtime exec-init`).
+//! - [`attach`]: the container's stdio served by the shim to attach clients.
 //! - [`cgroups`]: v1 and v2 cgroupfs.
 //! - [`logs`]: the CRI log format.
 
+pub mod attach;
 pub mod cgroups;
 pub mod channel;
 pub mod config;
@@ -24,7 +26,7 @@ pub mod shim;
 pub mod state;
 pub mod syscall;
 
-pub use config::{default_spec, ContainerSpec, Output, Rootfs, SeccompPolicy};
+pub use config::{default_spec, ContainerSpec, Output, Rootfs, SeccompPolicy, StdinMode};
 pub use runtime::{ContainerInfo, ExecSpec, Runtime, RuntimeConfig, RuntimeError, Status};
 pub use state::{ExitStatus, Pids};
 pub use nix::sys::signal::Signal;

@@ -15,6 +15,7 @@ use nix::unistd::Pid;
 use oci_spec::runtime::{Process, User};
 use serde::{Deserialize, Serialize};
 
+use crate::attach;
 use crate::cgroups::{self, CgroupError, CgroupManager, Stats};
 use crate::channel::{self, Receiver};
 use crate::config::{valid_id, ContainerSpec, Output};
@@ -35,6 +36,8 @@ pub enum RuntimeError {
     Create { id: String, reason: String, not_found: bool },
     #[error("starting container {id}: {reason}")]
     Start { id: String, reason: String },
+    #[error("container {0} has its creator's stdio, which attach cannot serve")]
+    NoAttach(String),
     #[error("the shim of container {0} died without recording an exit")]
     ShimDied(String),
     #[error("{what}: {source}")]
@@ -358,6 +361,21 @@ impl Runtime {
     pub fn stats(&self, id: &str) -> Result<Stats> {
         let info = self.info(id)?;
         Ok(self.cgroups.stats(&info.bundle.cgroup_path)?)
+    }
+
+    /// A connection to the shim of a running container that serves its stdio
+    /// (see [`crate::attach`]).
+    pub fn attach(&self, id: &str) -> Result<std::os::unix::net::UnixStream> {
+        let info = self.info(id)?;
+        if info.status != Status::Running {
+            return Err(RuntimeError::WrongState { id: id.into(), status: info.status, wanted: "cannot be attached to" });
+        }
+        if matches!(info.bundle.spec.output, Output::Inherit) {
+            return Err(RuntimeError::NoAttach(id.into()));
+        }
+        let state = self.state_dir(id)?;
+        let dir = attach::open_dir(state.path()).map_err(io(format!("opening {}", state.path().display())))?;
+        std::os::unix::net::UnixStream::connect(attach::socket_path(&dir)).map_err(io(format!("attaching to {id}")))
     }
 
     /// A command that runs `exec` inside the running container when spawned;

@@ -1,7 +1,8 @@
 //! The shim: one small process per container (the re-executed r8s binary,
 //! `r8s runtime shim`), detached from whoever created the container. It creates
 //! the container's cgroup, launches the init, tells the creator the outcome,
-//! then copies the container's output into the CRI log, reaps the init and
+//! then copies the container's output into the CRI log and to attach clients
+//! (and their input to its stdin, see [`crate::attach`]), reaps the init and
 //! records how it ended in `exit.json`.
 
 use std::fs::File;
@@ -18,7 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::cgroups::{self, CgroupManager, Resources};
 use crate::channel::{Receiver, Sender};
-use crate::config::Output;
+use crate::attach::{self, hub::Hub};
+use crate::config::{ContainerSpec, Output, StdinMode};
 use crate::executor::{self, Launch, SetupError, SetupMessage};
 use crate::logs::{CriLogWriter, Stream};
 use crate::state::{self, Bundle, ExitStatus, Pids, StateDir};
@@ -76,31 +78,79 @@ fn sys(what: &str) -> impl FnOnce(nix::Error) -> SetupError + '_ {
 /// The container's stdio as the init gets it, and the shim's ends of it.
 struct Stdio {
     container: [OwnedFd; 3],
-    /// Read ends of stdout and stderr, when the shim writes a log.
-    log: Option<(File, [OwnedFd; 2])>,
+    /// `None` when the container has the caller's own stdio.
+    shim: Option<ShimEnds>,
+}
+
+/// What the shim copies and serves: output to the log and to attach clients,
+/// attach clients' input to the container's stdin.
+struct ShimEnds {
+    /// Read ends of stdout and stderr, or the terminal's master as stdout.
+    outputs: Vec<(Stream, File)>,
+    log: Option<File>,
+    stdin: Option<attach::hub::Stdin>,
+    /// The terminal's master, for resizes.
+    terminal: Option<OwnedFd>,
 }
 
 fn open_null() -> Result<OwnedFd, SetupError> {
     File::options().read(true).write(true).open("/dev/null").map(OwnedFd::from).map_err(io("opening /dev/null"))
 }
 
-fn stdio(output: &Output) -> Result<Stdio, SetupError> {
-    match output {
-        Output::Null => Ok(Stdio { container: [open_null()?, open_null()?, open_null()?], log: None }),
+fn dup(fd: std::os::fd::BorrowedFd) -> Result<OwnedFd, SetupError> {
+    fd.try_clone_to_owned().map_err(io("duplicating a descriptor"))
+}
+
+fn stdio(spec: &ContainerSpec) -> Result<Stdio, SetupError> {
+    let log = match &spec.output {
         Output::Inherit => {
-            let dup = |fd: std::os::fd::BorrowedFd| fd.try_clone_to_owned().map_err(io("duplicating stdio"));
-            Ok(Stdio {
+            return Ok(Stdio {
                 container: [dup(std::io::stdin().as_fd())?, dup(std::io::stdout().as_fd())?, dup(std::io::stderr().as_fd())?],
-                log: None,
+                shim: None,
             })
         }
-        Output::Log(path) => {
-            let log = File::options().create(true).append(true).open(path).map_err(io("opening the log file"))?;
-            let (out_read, out_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
-            let (err_read, err_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
-            Ok(Stdio { container: [open_null()?, out_write, err_write], log: Some((log, [out_read, err_read])) })
+        Output::Null => None,
+        Output::Log(path) => Some(File::options().create(true).append(true).open(path).map_err(io("opening the log file"))?),
+    };
+    let once = spec.stdin == StdinMode::Once;
+    let terminal = spec.oci.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
+    if terminal {
+        let pty = nix::pty::openpty(None, None).map_err(sys("openpty"))?;
+        for fd in [&pty.master, &pty.slave] {
+            nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC)).map_err(sys("fcntl"))?;
         }
+        let stdin = match spec.stdin {
+            StdinMode::Closed => None,
+            StdinMode::Open | StdinMode::Once => Some(attach::hub::Stdin { file: File::from(dup(pty.master.as_fd())?), once }),
+        };
+        return Ok(Stdio {
+            container: [dup(pty.slave.as_fd())?, dup(pty.slave.as_fd())?, pty.slave],
+            shim: Some(ShimEnds {
+                outputs: vec![(Stream::Stdout, File::from(dup(pty.master.as_fd())?))],
+                log,
+                stdin,
+                terminal: Some(pty.master),
+            }),
+        });
     }
+    let (out_read, out_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
+    let (err_read, err_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
+    let (container_stdin, stdin) = match spec.stdin {
+        StdinMode::Closed => (open_null()?, None),
+        StdinMode::Open | StdinMode::Once => {
+            let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
+            (read, Some(attach::hub::Stdin { file: File::from(write), once }))
+        }
+    };
+    Ok(Stdio {
+        container: [container_stdin, out_write, err_write],
+        shim: Some(ShimEnds {
+            outputs: vec![(Stream::Stdout, File::from(out_read)), (Stream::Stderr, File::from(err_read))],
+            log,
+            stdin,
+            terminal: None,
+        }),
+    })
 }
 
 fn supervise(state: &StateDir, reply: &mut Sender<CreateReply>) -> Result<(), SetupError> {
@@ -124,7 +174,7 @@ fn supervise(state: &StateDir, reply: &mut Sender<CreateReply>) -> Result<(), Se
     nix::unistd::mkfifo(&state.start_fifo(), nix::sys::stat::Mode::from_bits_truncate(0o600))
         .map_err(sys("creating the start FIFO"))?;
     give_to_container_root(&bundle, &[state.upper(), state.work(), state.start_fifo()])?;
-    let Stdio { container, log } = stdio(&bundle.spec.output)?;
+    let Stdio { container, shim } = stdio(&bundle.spec)?;
     let launched = executor::launch(Launch {
         spec: &bundle.spec,
         state,
@@ -132,6 +182,15 @@ fn supervise(state: &StateDir, reply: &mut Sender<CreateReply>) -> Result<(), Se
         cgroup_path: &bundle.cgroup_path,
         stdio: container,
     })?;
+    // Listening before the creator hears of the container, so that an attach
+    // right after create finds the socket.
+    let copying = match shim {
+        Some(ends) => {
+            let hub = Hub::bind(state.path(), ends.stdin, ends.terminal).map_err(io("listening for attach"))?;
+            Some((ends.outputs, ends.log.map(CriLogWriter::new), hub))
+        }
+        None => None,
+    };
     let pids = Pids {
         shim: std::process::id() as i32,
         init: launched.init.as_raw(),
@@ -145,8 +204,13 @@ fn supervise(state: &StateDir, reply: &mut Sender<CreateReply>) -> Result<(), Se
         // SAFETY: dup2 onto the standard descriptors and the reply fd, which we own.
         unsafe { libc::dup2(null.as_raw_fd(), fd) };
     }
-    let exit = wait_for_exit(launched.init, launched.messages, log, cgroups.as_ref(), &bundle.cgroup_path)?;
-    state::write_json(&state.exit_file(), &exit).map_err(io("writing exit.json"))
+    let (exit, hub) = wait_for_exit(launched.init, launched.messages, copying, cgroups.as_ref(), &bundle.cgroup_path)?;
+    let written = state::write_json(&state.exit_file(), &exit).map_err(io("writing exit.json"));
+    // Attach clients see the end only once the exit can be read.
+    if let Some(hub) = hub {
+        hub.finish();
+    }
+    written
 }
 
 /// In a user namespace the container's root is an unprivileged host user:
@@ -166,29 +230,39 @@ fn give_to_container_root(bundle: &Bundle, paths: &[std::path::PathBuf]) -> Resu
     Ok(())
 }
 
-/// Copies output into the log until the init exits, then reaps it.
+/// The shim's copying: output sources, the log, the attach clients.
+type ShimIo = (Vec<(Stream, File)>, Option<CriLogWriter<File>>, Hub);
+
+/// Copies output into the log and to attach clients, and input from them,
+/// until the init exits; then reaps it. The attach clients are handed back
+/// to be told the end once the exit is recorded.
 fn wait_for_exit(
     init: Pid,
     mut messages: Receiver<SetupMessage>,
-    log: Option<(File, [OwnedFd; 2])>,
+    io: Option<ShimIo>,
     cgroups: &dyn CgroupManager,
     cgroup_path: &Path,
-) -> Result<ExitStatus, SetupError> {
+) -> Result<(ExitStatus, Option<Hub>), SetupError> {
     let pidfd = pidfd_open(init)?;
-    let (mut writer, mut pipes) = match log {
-        Some((file, [out, err])) => (Some(CriLogWriter::new(file)), vec![(Stream::Stdout, File::from(out)), (Stream::Stderr, File::from(err))]),
-        None => (None, Vec::new()),
+    let (mut outputs, mut writer, mut hub) = match io {
+        Some((outputs, writer, hub)) => (outputs, writer, Some(hub)),
+        None => (Vec::new(), None, None),
     };
     let mut reason = None;
     let mut messages_open = true;
     let mut status = None;
     let mut buf = vec![0u8; 64 * 1024];
-    // Until the init is gone and every pipe reached its end.
-    while status.is_none() || !pipes.is_empty() {
+    // Until the init is gone and every output reached its end.
+    while status.is_none() || !outputs.is_empty() {
         let mut fds = vec![PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
-        fds.extend(pipes.iter().map(|(_, f)| PollFd::new(f.as_fd(), PollFlags::POLLIN)));
+        fds.extend(outputs.iter().map(|(_, f)| PollFd::new(f.as_fd(), PollFlags::POLLIN)));
+        let messages_at = fds.len();
         if messages_open {
             fds.push(PollFd::new(messages.as_fd(), PollFlags::POLLIN));
+        }
+        let hub_at = fds.len();
+        if let Some(hub) = &hub {
+            fds.extend(hub.poll_fds());
         }
         // Once the init is gone, output still buffered is drained, but a
         // process that escaped the container's PID namespace holding a pipe
@@ -200,28 +274,40 @@ fn wait_for_exit(
             Err(nix::Error::EINTR) => continue,
             Err(errno) => return Err(sys("poll")(errno)),
         }
-        let ready: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
+        let revents: Vec<PollFlags> = fds.iter().map(|f| f.revents().unwrap_or(PollFlags::empty())).collect();
         drop(fds);
-        if ready[0] && status.is_none() {
+        if let Some(hub) = hub.as_mut() {
+            hub.ready(&revents[hub_at..]);
+        }
+        if !revents[0].is_empty() && status.is_none() {
             status = Some(reap(init)?);
         }
         let mut closed = Vec::new();
-        for (i, (stream, pipe)) in pipes.iter_mut().enumerate() {
-            if !ready[1 + i] {
+        for (i, (stream, output)) in outputs.iter_mut().enumerate() {
+            if revents[1 + i].is_empty() {
                 continue;
             }
-            let n = pipe.read(&mut buf).unwrap_or(0);
+            let n = match output.read(&mut buf) {
+                Ok(n) => n,
+                // A terminal's master is non-blocking (it is also the stdin).
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => continue,
+                // EIO: the terminal's last user is gone.
+                Err(_) => 0,
+            };
             if let Some(writer) = writer.as_mut() {
                 let _ = if n == 0 { writer.finish(*stream) } else { writer.write(*stream, &buf[..n]) };
             }
             if n == 0 {
                 closed.push(i);
+            } else if let Some(hub) = hub.as_mut() {
+                let channel = if *stream == Stream::Stdout { attach::STDOUT } else { attach::STDERR };
+                hub.broadcast(channel, &buf[..n]);
             }
         }
         for i in closed.into_iter().rev() {
-            pipes.remove(i);
+            outputs.remove(i);
         }
-        if messages_open && ready[ready.len() - 1] {
+        if messages_open && revents.get(messages_at).is_some_and(|r| !r.is_empty()) {
             match messages.try_recv() {
                 Ok(Some(SetupMessage::Failed { reason: r, .. })) => reason = Some(r),
                 Ok(Some(_)) => {}
@@ -240,13 +326,14 @@ fn wait_for_exit(
         _ => (255, None),
     };
     let oom_kills = cgroups.stats(cgroup_path).map(|s| s.oom_kills).unwrap_or(0);
-    Ok(ExitStatus {
+    let exit = ExitStatus {
         code,
         signal,
         oom_killed: oom_kills > 0 && signal == Some(Signal::SIGKILL as i32),
         reason,
         finished_at: state::now_rfc3339(),
-    })
+    };
+    Ok((exit, hub))
 }
 
 fn reap(init: Pid) -> Result<WaitStatus, SetupError> {

@@ -7,6 +7,7 @@
 //!   state.json    pids and times (written by the shim once the init is ready)
 //!   exit.json     how it ended (written by the shim)
 //!   start         FIFO the init waits on until `start`
+//!   attach.sock   the shim's attach socket (see `crate::attach`)
 //!   rootfs/ upper/ work/   the overlay's mount point, writable layer, work dir
 //! ```
 

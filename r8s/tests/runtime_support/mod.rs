@@ -8,7 +8,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use runtime::image::{defaults, ImageStore};
-use runtime::{ContainerSpec, ExitStatus, Output, Runtime, RuntimeConfig, SeccompPolicy};
+use runtime::{ContainerSpec, ExitStatus, Output, Runtime, RuntimeConfig, SeccompPolicy, StdinMode};
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
@@ -68,6 +68,7 @@ impl TestEnv {
             oci,
             seccomp: SeccompPolicy::RuntimeDefault,
             output: Output::Log(self.log_path(id)),
+            stdin: StdinMode::Closed,
         }
     }
 

@@ -12,7 +12,7 @@ use k8s_cri::v1::{
 use oci_spec::runtime::{LinuxCpu, LinuxMemory, LinuxNamespace, LinuxNamespaceType, LinuxResources, Mount, Spec, User};
 
 use super::CriError;
-use crate::config::{adjust_capabilities, Capability, ContainerSpec, Output, SeccompPolicy};
+use crate::config::{adjust_capabilities, Capability, ContainerSpec, Output, SeccompPolicy, StdinMode};
 use crate::image::{defaults, Image};
 use crate::sandbox::{SandboxRecord, Sharing};
 
@@ -41,6 +41,7 @@ pub fn build(
     let mut oci = crate::default_spec(Vec::new());
     let mut process = oci.process().clone().unwrap_or_default();
     process.set_env(Some(config.envs.iter().map(|kv| format!("{}={}", kv.key, kv.value)).collect()));
+    process.set_terminal(Some(config.tty));
     oci.set_process(Some(process));
     defaults::apply_image(&mut oci, image, &layers, &config.command, &config.args)?;
     if oci.process().as_ref().and_then(|p| p.args().as_ref()).is_none_or(|a| a.is_empty()) {
@@ -81,15 +82,21 @@ pub fn build(
         None => Output::Null,
     };
     Ok(Built {
-        spec: ContainerSpec { id: id.to_string(), rootfs: defaults::rootfs(layers), oci, seccomp, output },
+        spec: ContainerSpec { id: id.to_string(), rootfs: defaults::rootfs(layers), oci, seccomp, output, stdin: stdin_mode(config) },
         log_path,
     })
 }
 
-fn refuse_unsupported(config: &ContainerConfig) -> Result<(), CriError> {
-    if config.stdin || config.tty {
-        return Err(CriError::Unimplemented("stdin and tty containers need attach, which r8s does not support".into()));
+/// Kubernetes' `stdin` and `stdinOnce`.
+fn stdin_mode(config: &ContainerConfig) -> StdinMode {
+    match (config.stdin, config.stdin_once) {
+        (false, _) => StdinMode::Closed,
+        (true, false) => StdinMode::Open,
+        (true, true) => StdinMode::Once,
     }
+}
+
+fn refuse_unsupported(config: &ContainerConfig) -> Result<(), CriError> {
     if !config.devices.is_empty() || !config.cdi_devices.is_empty() {
         return Err(CriError::Unimplemented("devices are not supported".into()));
     }

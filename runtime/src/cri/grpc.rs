@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 use super::convert;
 use super::error::CriError;
 use super::service::CriService;
-use super::streaming::{PendingExec, Streaming};
+use super::streaming::{PendingAttach, PendingExec, Streaming};
 use crate::image::Image;
 
 type Reply<T> = Result<Response<T>, Status>;
@@ -173,8 +173,23 @@ impl RuntimeService for CriServer {
         Ok(Response::new(cri::ExecResponse { url }))
     }
 
-    async fn attach(&self, _: Request<cri::AttachRequest>) -> Reply<cri::AttachResponse> {
-        unimplemented("Attach (containers run without stdin; read their logs, or use Exec)")
+    async fn attach(&self, request: Request<cri::AttachRequest>) -> Reply<cri::AttachResponse> {
+        let request = request.into_inner();
+        let Some(streaming) = &self.streaming else {
+            return unimplemented("Attach (the streaming server is not running)");
+        };
+        if !request.stdout && !request.stderr && !request.stdin {
+            return Err(Status::invalid_argument("one of stdin, stdout and stderr must be set"));
+        }
+        let tty = self.service.check_attach(required(&request.container_id, "container_id")?)?;
+        let url = streaming.register_attach(PendingAttach {
+            container_id: request.container_id,
+            tty,
+            stdin: request.stdin,
+            stdout: request.stdout,
+            stderr: request.stderr,
+        })?;
+        Ok(Response::new(cri::AttachResponse { url }))
     }
 
     async fn port_forward(&self, _: Request<cri::PortForwardRequest>) -> Reply<cri::PortForwardResponse> {

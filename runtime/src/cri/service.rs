@@ -446,6 +446,27 @@ impl CriService {
         Ok((code, output.stdout, output.stderr))
     }
 
+    /// Checks that the container can be attached to now (so that a bad
+    /// request fails at Attach, not later in the stream); whether it has a
+    /// terminal.
+    pub fn check_attach(&self, id: &str) -> Result<bool> {
+        let (record, info) = self.container(id)?;
+        match info.map(|i| i.status) {
+            Some(crate::runtime::Status::Running) => Ok(record.config.tty),
+            _ => Err(CriError::FailedPrecondition(format!("container {id} is not running"))),
+        }
+    }
+
+    /// A connection to the container's stdio (see [`crate::attach`]).
+    pub async fn attach(&self, id: &str) -> Result<tokio::net::UnixStream> {
+        self.check_attach(id)?;
+        let inner = self.inner.clone();
+        let id = id.to_string();
+        let stream = blocking(move || Ok(inner.runtime.attach(&id)?)).await?;
+        stream.set_nonblocking(true).map_err(io("attaching"))?;
+        tokio::net::UnixStream::from_std(stream).map_err(io("attaching"))
+    }
+
     /// The command that runs `args` inside the running container.
     pub fn exec_command(&self, id: &str, args: Vec<String>, tty: bool) -> Result<std::process::Command> {
         self.inner.containers.get(id)?;

@@ -1,7 +1,7 @@
 //! `launch`: the fork chain from the shim to the container's init, and the
 //! init's own setup sequence.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 
 use nix::fcntl::OFlag;
@@ -214,6 +214,10 @@ fn init(
         .and_then(|()| nix::unistd::dup2_stdout(stdout))
         .and_then(|()| nix::unistd::dup2_stderr(stderr))
         .map_err(|errno| SetupError::Sys { what: "setting up stdio".into(), errno })?;
+    if process.terminal().unwrap_or(false) && !matches!(launch.spec.output, crate::config::Output::Inherit) {
+        // The shim's terminal (see shim::stdio); the init leads its session.
+        process::take_controlling_terminal(stdin.as_fd())?;
+    }
     let ShimReply::CgroupJoined = from_shim.recv()? else {
         return Err(SetupError::InContainer("unexpected message from the shim".into()));
     };

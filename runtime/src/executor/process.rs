@@ -65,6 +65,16 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
+/// Makes `terminal` the controlling terminal of the caller's session (the
+/// caller must lead a new session, after `setsid`).
+pub fn take_controlling_terminal(terminal: std::os::fd::BorrowedFd) -> Result<(), SetupError> {
+    // SAFETY: TIOCSCTTY on a terminal descriptor; 0: do not steal it.
+    if unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&terminal), libc::TIOCSCTTY, 0) } < 0 {
+        return Err(SetupError::Sys { what: "making the terminal controlling".into(), errno: nix::Error::last() });
+    }
+    Ok(())
+}
+
 /// Goes to the process's working directory, creating it if missing (as runc).
 pub fn enter_cwd(process: &Process) -> Result<(), SetupError> {
     let cwd = process.cwd();
