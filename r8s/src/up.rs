@@ -126,9 +126,13 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         let mut interrupt = signal(SignalKind::interrupt())?;
         let client = client::connect::from_url(&url)?;
         let deadline = Duration::from_secs(args.timeout_seconds);
-        tokio::time::timeout(deadline, wait_for_node_ready(&client, &node_name))
-            .await
-            .with_context(|| format!("node {node_name} was not Ready within {} s", args.timeout_seconds))??;
+        // Ctrl-C while waiting stops the cluster too.
+        let waited = tokio::select! {
+            waited = tokio::time::timeout(deadline, wait_for_node_ready(&client, &node_name)) => waited,
+            _ = terminate.recv() => return anyhow::Ok(()),
+            _ = interrupt.recv() => return anyhow::Ok(()),
+        };
+        waited.with_context(|| format!("node {node_name} was not Ready within {} s", args.timeout_seconds))??;
         println!("r8s is up: node {node_name} is Ready, the API is at {url}.");
         println!("  export KUBECONFIG={}", kubeconfig.display());
         println!("  r8sctl get nodes        # or kubectl");
