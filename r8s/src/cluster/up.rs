@@ -178,7 +178,8 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         let ready = ready.map_err(|_| {
             anyhow::anyhow!("the nodes were not all Ready within {} s:\n{}", options.timeout.as_secs(), log_tails(&layout))
         })??;
-        println!("r8s is up: cluster {}, {} nodes Ready, the API is at {url}.", layout.name, nodes.len());
+        let count = if nodes.len() == 1 { "1 node".to_string() } else { format!("{} nodes", nodes.len()) };
+        println!("r8s is up: cluster {}, {count} Ready, the API is at {url}.", layout.name);
         for (name, pod_cidr, address) in ready {
             println!("  node {name}: {address}, pods {pod_cidr}");
         }
