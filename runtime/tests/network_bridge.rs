@@ -197,6 +197,20 @@ async fn host_port_reaches_the_pod_from_node_pods_and_outside() {
     assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused, "{refused}");
 }
 
+/// Hairpin: pod → node:hostPort → the same pod. The veth's bridge port is in
+/// hairpin mode (br_netfilter DNATs in the bridge and sends the packet back
+/// out the port it came in on) and the DNATed packet is masqueraded to the
+/// node's address, or the pod would answer itself directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_reaches_its_own_host_port() {
+    let mut node = TestNode::start("10.244.14.0/24").await;
+    let web_ns = node.pod_netns("self");
+    let web = node.network.setup(&node.request("self", &web_ns, vec![tcp(ECHO_PORT, 30090)])).await.expect("setup");
+    echo_server(&web_ns, ECHO_PORT, 1, "self");
+    let on_bridge = SocketAddr::from((web.gateway, 30090));
+    assert_eq!(call(&web_ns, on_bridge, "me").expect("pod → own hostPort"), "self: me");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn taken_host_port_is_refused_and_leaves_nothing() {
     let mut node = TestNode::start("10.244.8.0/24").await;

@@ -8,7 +8,8 @@
 //! map hostip_ports  { addr . proto . port : pod address . port }   hostIP set
 //! chain hostport_dnat: dnat through either map
 //! prerouting / output (nat, local destinations only) → hostport_dnat
-//! postrouting: masquerade pod → node address:hostPort → pod ("hairpin")
+//! postrouting: masquerade DNATed pod → pod traffic (another pod, or the
+//!   pod itself: "hairpin", with the veth's bridge port in hairpin mode)
 //! ```
 //!
 //! so a pod's mappings come and go as map elements, and other r8s chains (the

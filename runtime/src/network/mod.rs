@@ -24,10 +24,15 @@
 //! the machine's own network; removing the node namespace removes the
 //! bridge, every veth and the nftables table with it.
 //!
-//! Known limits: IPv4 only; a pod cannot reach its own hostPort through the
-//! node (pod → node:hostPort → same pod: the kernel drops the DNATed packet
-//! whose source and destination are then equal); no masquerade toward the
-//! outside (by design: pods reach pods and their node only).
+//! A pod reaches its own hostPort through the node (hairpin), as with
+//! Kubernetes' portmap plugin: with br_netfilter the DNAT happens as the
+//! packet crosses the bridge, which then sends it back out the veth it came
+//! in on (the veth's bridge port is in hairpin mode), and the DNATed packet
+//! is masqueraded to the node's address so that the pod's answer goes back
+//! through the node instead of straight to itself.
+//!
+//! Known limits: IPv4 only; no masquerade toward the outside (by design:
+//! pods reach pods and their node only).
 
 pub mod bridge;
 pub mod hostport;
