@@ -55,6 +55,12 @@ pub struct TestCluster {
 impl TestCluster {
     /// Starts `r8s up --nodes {nodes}` and waits until it says the cluster is up.
     pub fn up(nodes: usize) -> Self {
+        Self::up_with(nodes, &[])
+    }
+
+    /// As [`TestCluster::up`], with more arguments for `r8s up`, e.g.
+    /// `--server-arg=--node-grace-seconds=5`.
+    pub fn up_with(nodes: usize, up_args: &[&str]) -> Self {
         require_root();
         let bin = r8s_bin();
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
@@ -78,6 +84,7 @@ impl TestCluster {
             .arg(cluster.dir.path().join("images"))
             .arg("--timeout-seconds")
             .arg("240")
+            .args(up_args)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -48,6 +48,9 @@ pub struct UpArgs {
     /// The image store the nodes' runtimes share in a multi-node cluster.
     #[arg(long, env = "R8S_IMAGE_ROOT", default_value = crate::image_cmd::DEFAULT_IMAGE_ROOT)]
     image_root: PathBuf,
+    /// More arguments for `r8s server` (repeat the flag), e.g. `--server-arg=--node-grace-seconds=5`.
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    server_args: Vec<String>,
     #[command(flatten)]
     roots: crate::cluster::Roots,
 }
@@ -88,6 +91,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
             listen: args.listen,
             cluster_cidr: args.cluster_cidr,
             image_root: args.image_root,
+            server_args: args.server_args,
             timeout: Duration::from_secs(args.timeout_seconds),
         });
     }
@@ -105,6 +109,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
             .args(["--listen", &args.listen, "--raft-addr", &args.raft_addr])
             .arg("--write-kubeconfig")
             .arg(&kubeconfig)
+            .args(&args.server_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped()),
     )?;

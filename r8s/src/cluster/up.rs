@@ -34,6 +34,8 @@ pub struct Options {
     pub listen: String,
     pub cluster_cidr: String,
     pub image_root: PathBuf,
+    /// More arguments for `r8s server`.
+    pub server_args: Vec<String>,
     pub timeout: Duration,
 }
 
@@ -155,6 +157,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
             .arg(layout.kubeconfig())
             .args(["--allocate-node-cidrs", "--cluster-cidr", &options.cluster_cidr])
             .args(["--advertise-address", &HUB_ADDRESS.to_string(), "--cluster-dns-listen", &format!("{HUB_ADDRESS}:53")])
+            .args(&options.server_args)
             .stdout(Stdio::piped()),
     )?;
     let url = wait_for_ready_line(&mut server).map_err(|_| anyhow::anyhow!("r8s server did not start:\n{}", log_tails(&layout)))?;
