@@ -7,8 +7,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use client::k8s_openapi::api::core::v1::Node;
-use client::kube::api::DeleteParams;
+use client::k8s_openapi::api::apps::v1::Deployment;
+use client::k8s_openapi::api::core::v1::{Node, Pod};
+use client::kube::api::{DeleteParams, ListParams, PostParams};
 use client::kube::Api;
 use e2e::{phase, pod_ip, TestCluster, IMAGE};
 use serde_json::json;
@@ -34,7 +35,7 @@ fn fetcher(url: &str) -> serde_json::Value {
     json!({"restartPolicy": "Never", "containers": [{"name": "fetch", "image": IMAGE, "command": ["sh", "-c", script]}]})
 }
 
-fn ready_pod(pod: &client::k8s_openapi::api::core::v1::Pod) -> bool {
+fn ready_pod(pod: &Pod) -> bool {
     pod.status.iter().flat_map(|s| s.conditions.iter().flatten()).any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
@@ -109,4 +110,51 @@ fn down_after_a_crash_removes_everything() {
     let down = cluster.down();
     assert!(down.status.success(), "r8s down: {}", String::from_utf8_lossy(&down.stderr));
     assert_gone(&cluster);
+}
+
+#[test]
+fn pods_of_a_node_whose_agent_dies_come_back_on_another_node() {
+    // A short grace period and toleration, so that the lost node's pods are evicted quickly.
+    let cluster = TestCluster::up_with(2, &["--server-arg=--node-grace-seconds=4", "--server-arg=--default-toleration-seconds=2"]);
+    let tokio = tokio::runtime::Runtime::new().unwrap();
+    tokio.block_on(async {
+        let deployments: Api<Deployment> = Api::namespaced(cluster.client(), "default");
+        let deployment: Deployment = serde_json::from_value(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "sleepers"},
+            "spec": {
+                "replicas": 4,
+                "selector": {"matchLabels": {"app": "sleepers"}},
+                "template": {"metadata": {"labels": {"app": "sleepers"}}, "spec": {"containers": [{"name": "sleep", "image": IMAGE, "command": ["sleep", "3600"]}]}}
+            }
+        }))
+        .unwrap();
+        deployments.create(&PostParams::default(), &deployment).await.expect("create deployment");
+        let pods: Api<Pod> = Api::namespaced(cluster.client(), "default");
+        let running_on = |node: String| {
+            let pods = pods.clone();
+            async move {
+                let list = pods.list(&ListParams::default().labels("app=sleepers")).await.map(|l| l.items).unwrap_or_default();
+                list.iter()
+                    .filter(|p| p.metadata.deletion_timestamp.is_none() && phase(p) == "Running")
+                    .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.as_str()))
+                    .count()
+            }
+        };
+        let (first, second) = (format!("{}-n1", cluster.name), format!("{}-n2", cluster.name));
+        let deadline = tokio::time::Instant::now() + 2 * MINUTE;
+        while running_on(first.clone()).await + running_on(second.clone()).await < 4 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert!(running_on(second.clone()).await > 0, "the scheduler spreads the pods over both nodes");
+
+        cluster.kill("agent-n2");
+        let deadline = tokio::time::Instant::now() + 2 * MINUTE;
+        while running_on(first.clone()).await < 4 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        if running_on(first.clone()).await < 4 {
+            cluster.print_logs();
+        }
+        assert_eq!(running_on(first).await, 4, "all four replicas run on the node that is left");
+    });
 }
