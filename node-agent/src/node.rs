@@ -147,7 +147,7 @@ pub async fn wait_for_pod_cidr(client: Client, identity: &NodeIdentity) -> Strin
             return cidr;
         }
         if !announced {
-            tracing::info!(node = %identity.name, "waiting for the node's pod CIDR");
+            tracing::info!(node = %identity.name, "waiting for the node's pod CIDR (given by a controller manager run with --allocate-node-cidrs)");
             announced = true;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
