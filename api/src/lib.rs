@@ -16,6 +16,7 @@
 
 pub mod decode;
 pub mod defaults;
+pub mod node;
 mod object;
 pub mod owner;
 pub mod quantity;

@@ -59,14 +59,6 @@ pub fn next_free(settings: &Settings, used: &BTreeSet<Ipv4Net>) -> Option<Ipv4Ne
     subnets.into_iter().find(|subnet| !used.iter().any(|taken| taken.contains(subnet) || subnet.contains(taken)))
 }
 
-/// The node's pod CIDRs (`spec.podCIDRs`, or `spec.podCIDR`), those that parse as IPv4.
-pub fn node_cidrs(node: &Node) -> Vec<Ipv4Net> {
-    let spec = node.spec.as_ref();
-    let listed = spec.and_then(|s| s.pod_cidrs.clone()).unwrap_or_default();
-    let single = spec.and_then(|s| s.pod_cidr.clone());
-    listed.into_iter().chain(single).filter_map(|text| text.parse().ok()).collect()
-}
-
 fn has_cidr(node: &Node) -> bool {
     node.spec.as_ref().and_then(|s| s.pod_cidr.as_deref()).is_some_and(|c| !c.is_empty())
 }
@@ -105,7 +97,7 @@ impl NodeIpamController {
     async fn allocate(&self, pending: &mut HashMap<String, Ipv4Net>, exhausted_reported: &mut BTreeSet<String>) -> Result<()> {
         let nodes = self.ctx.informers.nodes.list();
         pending.retain(|name, _| nodes.iter().any(|n| n.name_any() == *name && !has_cidr(n)));
-        let mut used: BTreeSet<Ipv4Net> = nodes.iter().flat_map(|n| node_cidrs(n)).collect();
+        let mut used: BTreeSet<Ipv4Net> = nodes.iter().flat_map(|n| api::node::pod_cidrs(n)).collect();
         used.extend(pending.values().copied());
         let api: Api<Node> = Api::all(self.ctx.client.clone());
         let mut waiting: Vec<&Arc<Node>> = nodes.iter().filter(|n| !has_cidr(n) && !pending.contains_key(&n.name_any())).collect();
@@ -195,9 +187,10 @@ mod tests {
     }
 
     #[test]
-    fn reads_node_cidrs() {
-        let node: Node = serde_json::from_value(json!({"metadata": {"name": "n"}, "spec": {"podCIDR": "10.244.3.0/24", "podCIDRs": ["10.244.3.0/24"]}})).unwrap();
-        assert_eq!(node_cidrs(&node), vec![net("10.244.3.0/24"), net("10.244.3.0/24")]);
+    fn a_node_with_pod_cidr_has_one() {
+        let node: Node = serde_json::from_value(json!({"metadata": {"name": "n"}, "spec": {"podCIDR": "10.244.3.0/24"}})).unwrap();
         assert!(has_cidr(&node));
+        let bare: Node = serde_json::from_value(json!({"metadata": {"name": "n"}, "spec": {"podCIDR": ""}})).unwrap();
+        assert!(!has_cidr(&bare));
     }
 }

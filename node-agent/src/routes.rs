@@ -47,7 +47,7 @@ pub fn desired_routes(nodes: &[Node], me: &str, cluster_cidr: Ipv4Net) -> BTreeM
     let mut routes = BTreeMap::new();
     for node in nodes.iter().filter(|n| n.name_any() != me) {
         let Some(ip) = internal_ip(node) else { continue };
-        for cidr in pod_cidrs(node).into_iter().filter(|c| cluster_cidr.contains(c)) {
+        for cidr in api::node::pod_cidrs(node).into_iter().filter(|c| cluster_cidr.contains(c)) {
             routes.insert(cidr, ip);
         }
     }
@@ -57,16 +57,6 @@ pub fn desired_routes(nodes: &[Node], me: &str, cluster_cidr: Ipv4Net) -> BTreeM
 fn internal_ip(node: &Node) -> Option<Ipv4Addr> {
     let addresses = node.status.as_ref()?.addresses.as_ref()?;
     addresses.iter().find(|a| a.type_ == "InternalIP").and_then(|a| a.address.parse().ok())
-}
-
-fn pod_cidrs(node: &Node) -> Vec<Ipv4Net> {
-    let spec = node.spec.as_ref();
-    let listed = spec.and_then(|s| s.pod_cidrs.clone()).unwrap_or_default();
-    let single = spec.and_then(|s| s.pod_cidr.clone());
-    let mut cidrs: Vec<Ipv4Net> = listed.into_iter().chain(single).filter_map(|c| c.parse().ok()).collect();
-    cidrs.sort();
-    cidrs.dedup();
-    cidrs
 }
 
 /// Keeps the routes (and the masquerade rule) in step with the Nodes until cancelled.
@@ -90,7 +80,7 @@ pub async fn maintain(client: Client, me: String, config: PodRoutes) {
         if let Err(error) = sync_routes(&netlink, &desired_routes(&all, &me, config.cluster_cidr)).await {
             tracing::warn!(%error, "could not update the routes to other nodes' pods");
         }
-        let own = all.iter().find(|n| n.name_any() == me).and_then(|n| pod_cidrs(n).into_iter().next());
+        let own = all.iter().find(|n| n.name_any() == me).and_then(|n| api::node::pod_cidrs(n).into_iter().next());
         if let (Some(interface), Some(pod_cidr)) = (&config.masquerade_interface, own) {
             if masquerading != Some(pod_cidr) {
                 match install_masquerade(pod_cidr, config.cluster_cidr, interface) {
