@@ -32,6 +32,34 @@ fn pid_one_hostname_and_host_isolation() {
     assert!(!out.lines().any(|l| l == "HOST-FILES-VISIBLE"), "{out}");
 }
 
+/// A time namespace with offsets: the container's boot-time clock (what
+/// /proc/uptime shows) and monotonic clock are shifted; the host's are not.
+#[test]
+fn a_time_namespace_shifts_the_containers_clocks() {
+    const DAY: i64 = 86_400;
+    let env = TestEnv::new();
+    let mut spec = env.spec("clock", &sh("cat /proc/uptime /proc/self/timens_offsets"));
+    let linux = spec.oci.linux_mut().as_mut().unwrap();
+    let mut namespaces = linux.namespaces().clone().unwrap();
+    namespaces.push(serde_json::from_value(serde_json::json!({ "type": "time" })).unwrap());
+    linux.set_namespaces(Some(namespaces));
+    let offsets = serde_json::json!({ "boottime": { "secs": 10 * DAY }, "monotonic": { "secs": DAY } });
+    linux.set_time_offsets(Some(serde_json::from_value(offsets).unwrap()));
+    let host_uptime = || -> f64 {
+        std::fs::read_to_string("/proc/uptime").unwrap().split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let before = host_uptime();
+    let (exit, out) = env.run(spec);
+    let after = host_uptime();
+    assert_eq!(exit.code, 0, "{out}");
+    let uptime: f64 = out.split_whitespace().next().unwrap().parse().unwrap();
+    let shift = 10.0 * DAY as f64;
+    assert!(uptime >= before + shift && uptime <= after + shift, "{uptime} not {before}..{after} + 10 days: {out}");
+    let offsets: Vec<Vec<&str>> = out.lines().skip(1).map(|l| l.split_whitespace().collect()).collect();
+    assert!(offsets.contains(&vec!["monotonic", "86400", "0"]), "{out}");
+    assert!(offsets.contains(&vec!["boottime", "864000", "0"]), "{out}");
+}
+
 #[test]
 fn root_is_an_overlay_and_the_image_stays_unchanged() {
     let env = TestEnv::new();

@@ -8,8 +8,9 @@ use nix::unistd::Pid;
 use super::fs::{self, CgroupError};
 use super::{shares_to_weight, CgroupManager, CgroupPath, Resources, Stats};
 
-/// Controllers enabled for the children of r8s's cgroups.
-const CONTROLLERS: &str = "+memory +cpu +pids";
+/// Controllers enabled for the children of r8s's cgroups, those of them
+/// that the hierarchy has (a hybrid host's cgroup2 mount may have none).
+const CONTROLLERS: [&str; 3] = ["memory", "cpu", "pids"];
 
 #[derive(Debug)]
 pub struct CgroupV2 {
@@ -28,6 +29,15 @@ impl CgroupV2 {
 
     fn dir(&self, path: &CgroupPath) -> Result<PathBuf, CgroupError> {
         fs::below(&self.root_dir(), path)
+    }
+
+    /// `+memory +cpu +pids`, less what the hierarchy's root does not offer.
+    fn enabled_controllers(&self) -> Result<String, CgroupError> {
+        let available = fs::read(&self.mount, "cgroup.controllers")?;
+        let available: Vec<&str> = available.split_whitespace().collect();
+        let enabled: Vec<String> =
+            CONTROLLERS.iter().filter(|c| available.contains(c)).map(|c| format!("+{c}")).collect();
+        Ok(enabled.join(" "))
     }
 
     fn apply(&self, dir: &Path, resources: &Resources) -> Result<(), CgroupError> {
@@ -55,10 +65,13 @@ impl CgroupManager for CgroupV2 {
         let dir = self.dir(path)?;
         std::fs::create_dir_all(&dir).map_err(fs::io_error("create", &dir))?;
         // Every ancestor from the mount down must pass the controllers on.
+        let enable = self.enabled_controllers()?;
         let mut parent = self.mount.clone();
         for component in Path::new(&self.root).join(path).parent().into_iter().flat_map(|p| p.components()) {
             parent.push(component);
-            fs::write(&parent, "cgroup.subtree_control", CONTROLLERS)?;
+            if !enable.is_empty() {
+                fs::write(&parent, "cgroup.subtree_control", &enable)?;
+            }
         }
         self.apply(&dir, resources)
     }
@@ -162,8 +175,18 @@ mod tests {
         assert_eq!(read("cpu.weight"), "39");
         assert_eq!(read("pids.max"), "100");
         let subtree = std::fs::read_to_string(mount.path().join("r8s-test/pod-a/cgroup.subtree_control")).unwrap();
-        assert_eq!(subtree, CONTROLLERS);
+        assert_eq!(subtree, "+memory +cpu +pids");
         assert!(!mount.path().join("r8s-test/pod-a/ctr-1/cgroup.subtree_control").exists());
+    }
+
+    #[test]
+    fn only_controllers_the_hierarchy_has_are_enabled() {
+        let mount = fake_cgroup2();
+        std::fs::write(mount.path().join("cgroup.controllers"), "hugetlb pids\n").unwrap();
+        let cgroups = detect(mount.path(), "r8s-test").unwrap();
+        cgroups.create(Path::new("pod/c"), &Resources::default()).unwrap();
+        let subtree = std::fs::read_to_string(mount.path().join("r8s-test/pod/cgroup.subtree_control")).unwrap();
+        assert_eq!(subtree, "+pids");
     }
 
     #[test]

@@ -35,9 +35,13 @@ pub struct NamespacePlan {
     time_offsets: Option<String>,
 }
 
+/// CLONE_NEWTIME, which nix's `CloneFlags` does not name: `from_bits_truncate`
+/// would drop it (and then `contains` of the empty set is always true).
+const CLONE_NEWTIME: CloneFlags = CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
+
 fn flag(typ: LinuxNamespaceType) -> CloneFlags {
     // oci-spec numbers its namespace types with their clone flags.
-    CloneFlags::from_bits_truncate(typ as i32)
+    CloneFlags::from_bits_retain(typ as i32)
 }
 
 impl NamespacePlan {
@@ -69,7 +73,7 @@ impl NamespacePlan {
         plan.create_uts = plan.create.contains(CloneFlags::CLONE_NEWUTS);
         plan.create_cgroup = plan.create.contains(CloneFlags::CLONE_NEWCGROUP);
         plan.create.remove(CloneFlags::CLONE_NEWCGROUP);
-        if plan.create.contains(CloneFlags::from_bits_truncate(libc::CLONE_NEWTIME)) {
+        if plan.create.contains(CLONE_NEWTIME) {
             plan.time_offsets = linux.time_offsets().as_ref().map(|offsets| {
                 offsets
                     .iter()
@@ -129,7 +133,7 @@ pub fn enter_existing(sys: &dyn Syscall, pid: nix::unistd::Pid) -> Result<(), Na
         ("uts", CloneFlags::CLONE_NEWUTS),
         ("net", CloneFlags::CLONE_NEWNET),
         ("pid", CloneFlags::CLONE_NEWPID),
-        ("time", CloneFlags::from_bits_truncate(libc::CLONE_NEWTIME)),
+        ("time", CLONE_NEWTIME),
         ("mnt", CloneFlags::CLONE_NEWNS),
     ];
     let mut opened = Vec::new();
