@@ -3,7 +3,7 @@
 //! directory, the cgroup files or the shim; nothing is kept in memory, so a
 //! new `Runtime` (after a restart) sees every container again.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -180,16 +180,21 @@ impl Runtime {
 
     fn spawn_shim(&self, state: &StateDir, bundle: &Bundle) -> Result<Pids> {
         let (reply_read, reply_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
-        let mut command = Command::new(&self.config.binary);
-        command.args(["runtime", "shim", "--state-dir"]).arg(state.path());
-        if !matches!(bundle.spec.output, Output::Inherit) {
-            command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        let quiet = !matches!(bundle.spec.output, Output::Inherit);
+        if single_threaded() {
+            fork_shim(state, reply_write, quiet)?;
+        } else {
+            let mut command = Command::new(&self.config.binary);
+            command.args(["runtime", "shim", "--state-dir"]).arg(state.path());
+            if quiet {
+                command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+            }
+            channel::pass_fd(&mut command, &reply_write, REPLY_FD);
+            let mut first = command.spawn().map_err(io(format!("starting {}", self.config.binary.display())))?;
+            drop(reply_write);
+            // The first shim process exits as soon as the detached one is forked.
+            let _ = first.wait();
         }
-        channel::pass_fd(&mut command, &reply_write, REPLY_FD);
-        let mut first = command.spawn().map_err(io(format!("starting {}", self.config.binary.display())))?;
-        drop(reply_write);
-        // The first shim process exits as soon as the detached one is forked.
-        let _ = first.wait();
         let mut replies = Receiver::<CreateReply>::from_fd(reply_read);
         match replies.recv() {
             Ok(CreateReply::Created(pids)) => Ok(pids),
@@ -398,6 +403,53 @@ impl Runtime {
             command.arg("--tty");
         }
         Ok(command)
+    }
+}
+
+/// Whether this process has one thread (`r8s runtime run`, not the CRI
+/// service): then it may fork and run the shim without executing the r8s
+/// binary again (a few milliseconds for a binary this size).
+fn single_threaded() -> bool {
+    std::fs::read_dir("/proc/self/task").is_ok_and(|tasks| tasks.count() == 1)
+}
+
+/// Forks the shim's first process from this single-threaded process: it gets
+/// what `r8s runtime shim` gets (the reply pipe as fd 3, nothing else open,
+/// /dev/null as stdio when `quiet`), and waits until it has exited.
+fn fork_shim(state: &StateDir, reply_write: std::os::fd::OwnedFd, quiet: bool) -> Result<()> {
+    let null = if quiet {
+        Some(std::fs::File::options().read(true).write(true).open("/dev/null").map_err(io("opening /dev/null"))?)
+    } else {
+        None
+    };
+    // SAFETY: the caller checked that this process is single-threaded, so the
+    // child may run ordinary Rust code.
+    match unsafe { nix::unistd::fork() }.map_err(sys("fork"))? {
+        nix::unistd::ForkResult::Child => {
+            // SAFETY: fcntl, dup2 and close_range on descriptors of this
+            // process, which no other thread uses.
+            unsafe {
+                // Out of the way first, so that no dup2 below overwrites them.
+                let reply = libc::fcntl(reply_write.as_raw_fd(), libc::F_DUPFD, 100);
+                let null = null.as_ref().map(|n| libc::fcntl(n.as_raw_fd(), libc::F_DUPFD, 100));
+                if let Some(null) = null {
+                    for fd in 0..=2 {
+                        libc::dup2(null, fd);
+                    }
+                }
+                libc::dup2(reply, REPLY_FD);
+                // As an exec's close-on-exec would: the shim outlives us and
+                // must not hold our files (locks, pipes, sockets).
+                libc::syscall(libc::SYS_close_range, REPLY_FD + 1, u32::MAX, 0);
+            }
+            shim::run(state.path())
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(reply_write);
+            // The first shim process exits as soon as the detached one is forked.
+            let _ = nix::sys::wait::waitpid(child, None);
+            Ok(())
+        }
     }
 }
 
