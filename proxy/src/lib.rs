@@ -46,9 +46,6 @@ pub enum ProxyError {
 pub struct Config {
     /// The nftables table (family `ip`), shared with the runtime's hostPorts.
     pub table: String,
-    /// The node's pod bridge: Service traffic that enters and leaves through
-    /// it (a pod reaching an endpoint on the same node) is masqueraded.
-    pub pod_bridge: String,
     /// The node's network namespace; `None`: the process's own.
     pub netns: Option<PathBuf>,
     /// How long a sync waits after a change for more changes to come.
@@ -61,7 +58,6 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             table: "r8s".into(),
-            pod_bridge: "r8s0".into(),
             netns: None,
             burst_window: Duration::from_millis(20),
             resync_period: Duration::from_secs(30),
@@ -89,7 +85,7 @@ impl Rules {
             Some(objects) => objects,
             None => self.nft.owned_objects(&self.config.table).await?,
         };
-        let rendered = ruleset::render(&self.config.table, &self.config.pod_bridge, ports, &existing);
+        let rendered = ruleset::render(&self.config.table, ports, &existing);
         self.nft.apply(rendered.script).await?;
         self.objects = Some(rendered.objects);
         Ok(())

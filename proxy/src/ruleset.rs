@@ -8,12 +8,12 @@
 //! svc-services: ip daddr . proto . port  vmap @svc-ips       → goto svc-<id>
 //!               local daddr: proto . port vmap @nodeports    → goto svc-<id>/external
 //! svc-<id>/external: mark for masquerade, goto svc-<id>
-//! svc-<id>: mark hairpin if from the pod bridge; affinity lookups; numgen random mod N → goto ep-<id>/<ip>/<port>
+//! svc-<id>: mark hairpin if from a (pod) bridge; affinity lookups; numgen random mod N → goto ep-<id>/<ip>/<port>
 //! ep-<id>/<ip>/<port>: update affinity set; dnat to ip:port
 //! svc-filter-{input,forward,output} (filter, ct state new) → svc-endpoints-check:
 //!               @svc-no-endpoint-ips / @nodeports-no-endpoints → goto svc-reject
 //! svc-nat-postrouting (srcnat): masquerade marked packets; hairpin-marked ones
-//!               only when they leave through the pod bridge
+//!               only when they leave through a bridge
 //! ```
 //!
 //! Every object the proxy owns is named `svc-*`, `ep-*` or `nodeports*`, so
@@ -27,10 +27,12 @@ use crate::model::ServicePort;
 
 /// Packets that must leave with the node's address (node ports): as kube-proxy.
 const MASQUERADE_MARK: u32 = 0x4000;
-/// Packets from the pod bridge sent to a Service: masqueraded only if their
-/// endpoint is behind the same bridge, so the endpoint's answer comes back
+/// Packets from a pod bridge sent to a Service: masqueraded only if their
+/// endpoint is behind a bridge too, so the endpoint's answer comes back
 /// through the node (and its connection tracking) instead of going straight
-/// to the client, which expects it from the Service's address.
+/// to the client, which expects it from the Service's address, and a pod
+/// that reaches itself does not get a packet from its own address. Bridges
+/// are matched by kind, not name: the runtime's bridge name is its own choice.
 const HAIRPIN_MARK: u32 = 0x2000;
 
 /// Base chains: (name, type, hook, priority), kube-proxy's priorities.
@@ -73,7 +75,7 @@ pub struct Ruleset {
 
 /// Renders the script that makes the proxy's part of `table` program exactly
 /// `ports`, and deletes the objects of `existing` no longer wanted.
-pub fn render(table: &str, pod_bridge: &str, ports: &[ServicePort], existing: &BTreeSet<Object>) -> Ruleset {
+pub fn render(table: &str, ports: &[ServicePort], existing: &BTreeSet<Object>) -> Ruleset {
     let mut script = Script { table, text: String::new() };
     let mut objects = BTreeSet::new();
     script.line(format_args!("add table ip {table}"));
@@ -132,13 +134,13 @@ pub fn render(table: &str, pod_bridge: &str, ports: &[ServicePort], existing: &B
     script.rule("svc-masquerading", &format!("meta mark & {MASQUERADE_MARK:#x} == {MASQUERADE_MARK:#x} masquerade fully-random"));
     script.rule(
         "svc-masquerading",
-        &format!("meta mark & {HAIRPIN_MARK:#x} == {HAIRPIN_MARK:#x} oifname \"{pod_bridge}\" masquerade fully-random"),
+        &format!("meta mark & {HAIRPIN_MARK:#x} == {HAIRPIN_MARK:#x} meta oifkind \"bridge\" masquerade fully-random"),
     );
     script.rule("svc-reject", "meta l4proto tcp reject with tcp reset");
     script.rule("svc-reject", "reject");
 
     for port in ports {
-        render_port(&mut script, pod_bridge, port);
+        render_port(&mut script, port);
     }
 
     let stale: Vec<&Object> = existing.difference(&objects).collect();
@@ -162,7 +164,7 @@ fn affinity_set(id: &str, endpoint: &crate::model::Endpoint, timeout: u32) -> St
 }
 
 /// The map elements and chains of one Service port.
-fn render_port(script: &mut Script, pod_bridge: &str, port: &ServicePort) {
+fn render_port(script: &mut Script, port: &ServicePort) {
     let table = script.table;
     let id = port.id();
     let service_chain = format!("svc-{id}");
@@ -182,7 +184,7 @@ fn render_port(script: &mut Script, pod_bridge: &str, port: &ServicePort) {
         script.rule(&external, &format!("goto {service_chain}"));
     }
 
-    script.rule(&service_chain, &format!("iifname \"{pod_bridge}\" meta mark set meta mark | {HAIRPIN_MARK:#x}"));
+    script.rule(&service_chain, &format!("meta iifkind \"bridge\" meta mark set meta mark | {HAIRPIN_MARK:#x}"));
     let endpoint_chains: Vec<String> =
         port.endpoints.iter().map(|endpoint| format!("ep-{id}/{}/{}", endpoint.ip, endpoint.port)).collect();
     if let Some(timeout) = port.affinity_timeout_seconds {
@@ -250,7 +252,7 @@ mod tests {
 
     #[test]
     fn fixed_part_hooks_the_service_chains_and_leaves_the_table_alone() {
-        let ruleset = render("r8s", "r8s0", &[], &BTreeSet::new());
+        let ruleset = render("r8s", &[], &BTreeSet::new());
         let script = &ruleset.script;
         assert!(script.starts_with("add table ip r8s\nadd chain ip r8s svc-nat-prerouting { type nat hook prerouting priority -100; }\n"));
         for expected in [
@@ -259,7 +261,7 @@ mod tests {
             "add rule ip r8s svc-filter-forward ct state new jump svc-endpoints-check",
             "add rule ip r8s svc-services ip daddr . meta l4proto . th dport vmap @svc-ips",
             "add rule ip r8s svc-services fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @nodeports",
-            "add rule ip r8s svc-masquerading meta mark & 0x2000 == 0x2000 oifname \"r8s0\" masquerade fully-random",
+            "add rule ip r8s svc-masquerading meta mark & 0x2000 == 0x2000 meta oifkind \"bridge\" masquerade fully-random",
         ] {
             assert!(script.lines().any(|line| line == expected), "missing {expected:?} in\n{script}");
         }
@@ -275,7 +277,7 @@ mod tests {
 
     #[test]
     fn endpoints_share_the_load_evenly() {
-        let ruleset = render("r8s", "r8s0", &[port(&[("10.244.1.2", 8080), ("10.244.1.3", 8080)])], &BTreeSet::new());
+        let ruleset = render("r8s", &[port(&[("10.244.1.2", 8080), ("10.244.1.3", 8080)])], &BTreeSet::new());
         assert_eq!(
             service_lines(&ruleset),
             [
@@ -286,7 +288,7 @@ mod tests {
                 "add chain ip r8s ep-default/web/tcp/http/10.244.1.3/8080",
                 "flush chain ip r8s ep-default/web/tcp/http/10.244.1.3/8080",
                 "add element ip r8s svc-ips { 10.96.0.20 . tcp . 80 : goto svc-default/web/tcp/http }",
-                "add rule ip r8s svc-default/web/tcp/http iifname \"r8s0\" meta mark set meta mark | 0x2000",
+                "add rule ip r8s svc-default/web/tcp/http meta iifkind \"bridge\" meta mark set meta mark | 0x2000",
                 "add rule ip r8s svc-default/web/tcp/http numgen random mod 2 vmap { 0 : goto ep-default/web/tcp/http/10.244.1.2/8080, 1 : goto ep-default/web/tcp/http/10.244.1.3/8080 }",
                 "add rule ip r8s ep-default/web/tcp/http/10.244.1.2/8080 meta l4proto tcp dnat to 10.244.1.2:8080",
                 "add rule ip r8s ep-default/web/tcp/http/10.244.1.3/8080 meta l4proto tcp dnat to 10.244.1.3:8080",
@@ -299,7 +301,7 @@ mod tests {
         let mut sticky = port(&[("10.244.1.2", 8080)]);
         sticky.node_port = Some(30080);
         sticky.affinity_timeout_seconds = Some(60);
-        let ruleset = render("r8s", "r8s0", &[sticky], &BTreeSet::new());
+        let ruleset = render("r8s", &[sticky], &BTreeSet::new());
         assert_eq!(
             service_lines(&ruleset),
             [
@@ -314,7 +316,7 @@ mod tests {
                 "add element ip r8s nodeports { tcp . 30080 : goto svc-default/web/tcp/http/external }",
                 "add rule ip r8s svc-default/web/tcp/http/external jump svc-mark-for-masquerade",
                 "add rule ip r8s svc-default/web/tcp/http/external goto svc-default/web/tcp/http",
-                "add rule ip r8s svc-default/web/tcp/http iifname \"r8s0\" meta mark set meta mark | 0x2000",
+                "add rule ip r8s svc-default/web/tcp/http meta iifkind \"bridge\" meta mark set meta mark | 0x2000",
                 "add rule ip r8s svc-default/web/tcp/http ip saddr @ep-default/web/tcp/http/10.244.1.2/8080/affinity-60s goto ep-default/web/tcp/http/10.244.1.2/8080",
                 "add rule ip r8s svc-default/web/tcp/http goto ep-default/web/tcp/http/10.244.1.2/8080",
                 "add rule ip r8s ep-default/web/tcp/http/10.244.1.2/8080 update @ep-default/web/tcp/http/10.244.1.2/8080/affinity-60s { ip saddr }",
@@ -327,8 +329,8 @@ mod tests {
     fn no_endpoints_reject_and_stale_objects_go() {
         let mut empty = port(&[]);
         empty.node_port = Some(30080);
-        let before = render("r8s", "r8s0", &[port(&[("10.244.1.2", 8080)])], &BTreeSet::new());
-        let ruleset = render("r8s", "r8s0", &[empty], &before.objects);
+        let before = render("r8s", &[port(&[("10.244.1.2", 8080)])], &BTreeSet::new());
+        let ruleset = render("r8s", &[empty], &before.objects);
         assert_eq!(
             service_lines(&ruleset),
             [

@@ -94,6 +94,9 @@ async fn client_ip_affinity_keeps_a_client_on_one_endpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hairpin_pods_reach_themselves_and_neighbours_through_a_service() {
     let node = ServiceNode::start("10.244.14.0/24").await;
+    // The runtime's hostPort masquerade (pod subnet to pod subnet, DNATed)
+    // would cover these cases too; without it the proxy's own rules must.
+    node.nft(&["flush", "chain", "ip", "r8s", "hostport_postrouting"]);
     let mut rules = Rules::new(&node.proxy_config());
 
     rules.program(&[web(&[&node.a])]).await.expect("program a");

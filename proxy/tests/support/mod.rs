@@ -92,13 +92,14 @@ impl ServiceNode {
 
     /// `nft list table ip r8s` in the node.
     pub fn table(&self) -> String {
-        let output = self
-            .node
-            .node
-            .run(|| Command::new("nft").args(["list", "table", "ip", "r8s"]).output())
-            .expect("enter the node")
-            .expect("run nft");
-        assert!(output.status.success(), "nft list: {}", String::from_utf8_lossy(&output.stderr));
+        self.nft(&["list", "table", "ip", "r8s"])
+    }
+
+    /// Runs `nft ARGS` in the node; its output.
+    pub fn nft(&self, args: &[&str]) -> String {
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        let output = self.node.node.run(move || Command::new("nft").args(&args).output()).expect("enter the node").expect("run nft");
+        assert!(output.status.success(), "nft: {}", String::from_utf8_lossy(&output.stderr));
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 }
