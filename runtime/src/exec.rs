@@ -48,7 +48,7 @@ fn enter_and_run(state: &StateDir, process: &Process, tty: bool) -> Result<i32, 
         .map_err(io("reading state.json"))?
         .ok_or_else(|| SetupError::Invalid("the container is not running".into()))?;
     let cgroups = cgroups::detect(&bundle.cgroup_mount, &bundle.cgroup_root)?;
-    cgroups.add_process(&bundle.cgroup_path, nix::unistd::getpid())?;
+    cgroups.add_self(&bundle.cgroup_path)?;
     enter_existing(&LinuxSyscall, Pid::from_raw(pids.init))?;
     let pty = if tty {
         Some(nix::pty::openpty(None, None).map_err(|errno| SetupError::Sys { what: "openpty".into(), errno })?)

@@ -88,6 +88,17 @@ impl CgroupManager for CgroupV1 {
         Ok(())
     }
 
+    /// Writing "0" (the caller) to `tasks` moves one thread without the
+    /// kernel's global threadgroup lock, whose first writer after a quiet
+    /// spell waits for an RCU grace period: about 0.3 ms here instead of
+    /// 10-20 ms for a pid written to `cgroup.procs`.
+    fn add_self(&self, path: &CgroupPath) -> Result<(), CgroupError> {
+        for controller in self.hierarchies() {
+            fs::write(&self.dir(controller, path)?, "tasks", "0")?;
+        }
+        Ok(())
+    }
+
     fn processes(&self, path: &CgroupPath) -> Result<Vec<Pid>, CgroupError> {
         fs::read_pids(&self.dir("pids", path)?)
     }

@@ -65,24 +65,7 @@ pub fn launch(launch: Launch) -> Result<Launched, SetupError> {
                 write_id_maps(stage, &linux)?;
                 to_stage.send(&ShimReply::IdMapsWritten)?;
             }
-            Ok(SetupMessage::InitPid(pid)) => {
-                // The shim moves the init into its cgroup while the init mounts
-                // its root: on cgroup v1 the first move in a while waits for an
-                // RCU grace period (milliseconds), which is hidden this way.
-                let pid = Pid::from_raw(pid);
-                init = Some(pid);
-                match launch.cgroups.add_process(launch.cgroup_path, pid) {
-                    // An init that died meanwhile closed its end; its own
-                    // message (read next) says why.
-                    Ok(()) => {
-                        let _ = to_stage.send(&ShimReply::CgroupJoined);
-                    }
-                    // The init failed (and exited) before it could be moved;
-                    // its own message says why.
-                    Err(e) if e.is_no_such_process() => {}
-                    Err(e) => break Err(e.into()),
-                }
-            }
+            Ok(SetupMessage::InitPid(pid)) => init = Some(Pid::from_raw(pid)),
             Ok(SetupMessage::Ready) => break Ok(()),
             Ok(SetupMessage::Failed { reason, not_found }) => {
                 break Err(if not_found { SetupError::NotFound(reason) } else { SetupError::InContainer(reason) })
@@ -144,14 +127,15 @@ fn stage(
     to_shim: &mut Sender<SetupMessage>,
     mut from_shim: Receiver<ShimReply>,
 ) -> Result<(), SetupError> {
+    // Into the container's cgroup first, while still the host's root (before
+    // any user namespace); the init inherits it at fork.
+    launch.cgroups.add_self(launch.cgroup_path)?;
     let sys = LinuxSyscall;
     plan.join(&sys)?;
     if plan.create_user {
         plan.create_user_namespace(&sys)?;
         to_shim.send(&SetupMessage::NeedIdMaps)?;
-        let ShimReply::IdMapsWritten = from_shim.recv()? else {
-            return Err(SetupError::InContainer("unexpected message from the shim".into()));
-        };
+        let ShimReply::IdMapsWritten = from_shim.recv()?;
         let root = nix::unistd::Uid::from_raw(0);
         let root_group = nix::unistd::Gid::from_raw(0);
         nix::unistd::setresgid(root_group, root_group, root_group)
@@ -161,7 +145,7 @@ fn stage(
     plan.create_others(&sys)?;
     // SAFETY: the stage is single-threaded.
     match unsafe { nix::unistd::fork() }.map_err(|errno| SetupError::Sys { what: "fork".into(), errno })? {
-        ForkResult::Child => run_child(to_shim, |to_shim| init(launch, plan, &sys, to_shim, &mut from_shim)),
+        ForkResult::Child => run_child(to_shim, |to_shim| init(launch, plan, &sys, to_shim)),
         ForkResult::Parent { child } => {
             to_shim.send(&SetupMessage::InitPid(child.as_raw()))?;
             Ok(())
@@ -175,7 +159,6 @@ fn init(
     plan: &NamespacePlan,
     sys: &dyn Syscall,
     to_shim: &mut Sender<SetupMessage>,
-    from_shim: &mut Receiver<ShimReply>,
 ) -> Result<(), SetupError> {
     let spec = &launch.spec.oci;
     let process = spec.process().clone().ok_or_else(|| SetupError::Invalid("no process".into()))?;
@@ -218,10 +201,8 @@ fn init(
         // The shim's terminal (see shim::stdio); the init leads its session.
         process::take_controlling_terminal(stdin.as_fd())?;
     }
-    let ShimReply::CgroupJoined = from_shim.recv()? else {
-        return Err(SetupError::InContainer("unexpected message from the shim".into()));
-    };
-    // Made once in the container's cgroup, so that it is the namespace's root.
+    // Made in the container's cgroup (inherited from the stage), so that it
+    // is the namespace's root.
     plan.create_cgroup_namespace(sys)?;
     to_shim.send(&SetupMessage::Ready)?;
     wait_for_start(&start_fifo)?;

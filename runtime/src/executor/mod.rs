@@ -3,12 +3,13 @@
 //! The shim (a re-executed, single-threaded r8s) calls [`launch`], which forks:
 //!
 //! ```text
-//! shim ── fork ─► stage: setns / unshare namespaces (user first, the shim
-//!   │                    writes its id maps), time offsets
-//!   │               └─ fork ─► init (PID 1 of a new PID namespace): rootfs,
-//!   │                          pivot_root, hostname, resolve the program,
-//!   │                          (the shim moves it into the cgroup meanwhile),
-//!   │                          cgroup namespace, Ready,
+//! shim ── fork ─► stage: joins the container's cgroup itself (cheap on v1,
+//!   │                    see `CgroupManager::add_self`), setns / unshare
+//!   │                    namespaces (user first, the shim writes its id
+//!   │                    maps), time offsets
+//!   │               └─ fork ─► init (PID 1 of a new PID namespace, born in
+//!   │                          the cgroup): rootfs, pivot_root, hostname,
+//!   │                          resolve the program, cgroup namespace, Ready,
 //!   │                          wait on the start FIFO, drop privileges, execve
 //!   └─ SetupMessage channel ◄── both
 //! ```
@@ -72,6 +73,4 @@ pub enum SetupMessage {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ShimReply {
     IdMapsWritten,
-    /// The init is in the container's cgroup.
-    CgroupJoined,
 }
