@@ -2,7 +2,8 @@
 //! this process, with hollow nodes: pods scheduled and bound per second for a
 //! burst of pods created at once (Kubernetes' scheduler_perf reports about 680
 //! pods/s for 10,000 pods on 5,000 nodes), and the time for a big Deployment to
-//! be fully available.
+//! be fully available. Each figure over the in-memory store and over the
+//! embedded raft store (one server, on disk in a temp dir), side by side.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,8 @@ use client::informer::{Change, Informer};
 use client::AbortOnDrop;
 use controller::hollow::{HollowNodes, HollowSettings};
 
+use crate::store::backends::{Backend, Started};
+
 #[derive(Args)]
 pub struct SchedulerBenchArgs {
     /// Cluster sizes to measure, in hollow nodes.
@@ -33,15 +36,37 @@ pub struct SchedulerBenchArgs {
     /// Replicas of the Deployment whose rollout is timed.
     #[arg(long, default_value_t = 1_000)]
     replicas: i32,
+    /// Stores the API server runs on; one row per store and cluster size.
+    #[arg(long, value_delimiter = ',', default_value = "mem,raft")]
+    store: Vec<StoreKind>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum StoreKind {
+    /// The in-memory store (no persistence).
+    Mem,
+    /// The embedded raft store, one server, log and state machine on disk.
+    Raft,
+}
+
+impl StoreKind {
+    fn name(self) -> &'static str {
+        match self {
+            StoreKind::Mem => "in-memory",
+            StoreKind::Raft => "raft, 1 server",
+        }
+    }
 }
 
 pub fn run(args: SchedulerBenchArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut rows = Vec::new();
-    for &nodes in &args.nodes {
-        let scheduling = runtime.block_on(scheduling_throughput(nodes, args.pods))?;
-        let rollout = runtime.block_on(deployment_rollout(nodes, args.replicas))?;
+    let runs = args.nodes.iter().flat_map(|&nodes| args.store.iter().map(move |&store| (nodes, store)));
+    for (nodes, store) in runs {
+        let scheduling = runtime.block_on(scheduling_throughput(store, nodes, args.pods))?;
+        let rollout = runtime.block_on(deployment_rollout(store, nodes, args.replicas))?;
         rows.push(vec![
+            store.name().to_string(),
             nodes.to_string(),
             args.pods.to_string(),
             format!("{:.0}", args.pods as f64 / scheduling.as_secs_f64()),
@@ -50,25 +75,38 @@ pub fn run(args: SchedulerBenchArgs) -> anyhow::Result<()> {
             format!("{:.2}", rollout.as_secs_f64()),
         ]);
     }
-    println!("\nScheduler and controllers through the real API server and in-memory store, hollow nodes, one process\n");
+    println!("\nScheduler and controllers through the real API server and store, hollow nodes, one process\n");
     crate::stats::print_table(
-        &["nodes", "pods", "r8s pods scheduled+bound/s", "r8s seconds", "Deployment replicas", "r8s seconds to fully available"],
+        &["store", "nodes", "pods", "r8s pods scheduled+bound/s", "r8s seconds", "Deployment replicas", "r8s seconds to fully available"],
         &rows,
     );
     println!("\nKubernetes scheduler_perf (reference): about 680 pods/s for 10,000 pods on 5,000 nodes.");
     Ok(())
 }
 
-/// An API server over a fresh in-memory store on a loopback port.
-async fn start_api() -> anyhow::Result<(Client, AbortOnDrop)> {
+/// An API server and its store; the server stops before the store.
+struct ApiServer {
+    _server: AbortOnDrop,
+    _store: Option<Started>,
+}
+
+/// An API server over a fresh store of `kind` on a loopback port.
+async fn start_api(kind: StoreKind) -> anyhow::Result<(Client, ApiServer)> {
+    let (store, started): (Arc<dyn store::Store>, _) = match kind {
+        StoreKind::Mem => (store::mem::MemStore::new(), None),
+        StoreKind::Raft => {
+            let started = Backend::RaftOne.start().await?;
+            (started.store(), Some(started))
+        }
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     let server = tokio::spawn(async move {
-        if let Err(error) = apiserver::serve(store::mem::MemStore::new(), listener, apiserver::Config::default()).await {
+        if let Err(error) = apiserver::serve(store, listener, apiserver::Config::default()).await {
             eprintln!("API server failed: {error}");
         }
     });
-    Ok((client::connect::from_url(&url)?, AbortOnDrop(vec![server])))
+    Ok((client::connect::from_url(&url)?, ApiServer { _server: AbortOnDrop(vec![server]), _store: started }))
 }
 
 /// Hollow nodes that start pods after `ready_delay`.
@@ -94,8 +132,8 @@ fn count_bound(client: &Client) -> (Arc<Mutex<HashSet<String>>>, tokio::task::Jo
 }
 
 /// Creates `count` pods, then starts the scheduler and times until all are bound.
-async fn scheduling_throughput(nodes: usize, count: usize) -> anyhow::Result<Duration> {
-    let (client, _api) = start_api().await?;
+async fn scheduling_throughput(store: StoreKind, nodes: usize, count: usize) -> anyhow::Result<Duration> {
+    let (client, _api) = start_api(store).await?;
     // Like scheduler_perf's nodes, these do not start pods during the measurement
     // (their agents would only add status writes that are not scheduling).
     let _nodes = hollow_nodes(&client, nodes, Duration::from_secs(3600)).await?;
@@ -131,8 +169,8 @@ async fn scheduling_throughput(nodes: usize, count: usize) -> anyhow::Result<Dur
 }
 
 /// Times a Deployment of `replicas` from creation to all replicas available.
-async fn deployment_rollout(nodes: usize, replicas: i32) -> anyhow::Result<Duration> {
-    let (client, _api) = start_api().await?;
+async fn deployment_rollout(store: StoreKind, nodes: usize, replicas: i32) -> anyhow::Result<Duration> {
+    let (client, _api) = start_api(store).await?;
     let _nodes = hollow_nodes(&client, nodes, Duration::from_millis(100)).await?;
     let scheduler_client = client.clone();
     let _control = AbortOnDrop(vec![
