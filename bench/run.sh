@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Runs one benchmark with release builds of everything it drives:
-#   bash bench/run.sh store|api|runtime|cri|scheduler|agent|proxy [ARGS...]
+#   bash bench/run.sh store|api|runtime|cri|scheduler|agent|cluster|proxy [ARGS...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
   cri) bash scripts/setup.sh containerd containernetworking-plugins ;;  # the CRI benchmark's peer
-  agent) bash scripts/setup.sh podman ;;  # the agent benchmark's peer
+  agent|cluster) bash scripts/setup.sh podman ;;  # the agent and cluster benchmarks' peer
   *) bash scripts/setup.sh ;;
 esac
 cargo build --release -p r8s -p r8s-bench

@@ -323,17 +323,23 @@ async fn usage(pids: &[u32]) -> anyhow::Result<Usage> {
 /// podman with storage, state, networks and cgroups of the run's own; every
 /// command runs in a network namespace made for the run, so its bridge and
 /// firewall rules never touch the machine's network.
-struct Podman {
+pub(crate) struct Podman {
     dir: PathBuf,
     netns: runtime::network::NetNs,
 }
 
 impl Podman {
-    fn new(base: &Path) -> anyhow::Result<Self> {
+    /// podman under `<base>/podman`, with the busybox `rootfs` imported as
+    /// the image that [`Podman::start`] runs.
+    pub(crate) async fn with_busybox(base: &Path, rootfs: &Path) -> anyhow::Result<Self> {
         let dir = base.join("podman");
         std::fs::create_dir_all(dir.join("networks"))?;
         let netns = runtime::network::NetNs::create(dir.join("netns"))?;
-        Ok(Podman { dir, netns })
+        let podman = Podman { dir, netns };
+        let tarball = base.join("busybox.tar");
+        run_checked(Command::new("tar").arg("-C").arg(rootfs).arg("-cf").arg(&tarball).arg("."))?;
+        podman.run(&["import", &tarball.to_string_lossy(), "bench-busybox:latest"]).await?;
+        Ok(podman)
     }
 
     fn command(&self, args: &[&str]) -> tokio::process::Command {
@@ -362,7 +368,7 @@ impl Podman {
     }
 
     /// `podman run -d` of a `sleep`; how long until it returned.
-    async fn start(&self, name: &str) -> anyhow::Result<Duration> {
+    pub(crate) async fn start(&self, name: &str) -> anyhow::Result<Duration> {
         let started = Instant::now();
         let parent = format!("--cgroup-parent=/{PODMAN_CGROUPS}");
         self.run(&["run", "-d", "--name", name, &parent, "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096", "localhost/bench-busybox:latest", "sleep", "3600"])
@@ -404,10 +410,7 @@ impl Drop for Podman {
 }
 
 async fn measure_podman(dir: &Path, rootfs: &Path, args: &AgentBenchArgs) -> anyhow::Result<Row> {
-    let podman = Podman::new(dir)?;
-    let tarball = dir.join("busybox.tar");
-    run_checked(Command::new("tar").arg("-C").arg(rootfs).arg("-cf").arg(&tarball).arg("."))?;
-    podman.run(&["import", &tarball.to_string_lossy(), "bench-busybox:latest"]).await?;
+    let podman = Podman::with_busybox(dir, rootfs).await?;
 
     let mut one = Samples::default();
     for i in 0..=args.runs {

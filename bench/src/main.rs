@@ -3,6 +3,7 @@
 
 mod agent;
 mod api;
+mod cluster;
 mod cri;
 mod proxy;
 mod runtime;
@@ -33,6 +34,8 @@ enum Command {
     Agent(agent::AgentBenchArgs),
     /// Service requests through the node proxy vs straight to pod IPs, and Endpoints change to rules programmed.
     Proxy(proxy::ProxyBenchArgs),
+    /// r8s up --nodes 3 to Ready and a 30-replica Deployment available (vs podman), and a deleted pod out of a Service's rotation.
+    Cluster(cluster::ClusterBenchArgs),
     /// Pods scheduled and bound per second, and a big Deployment's rollout, on hollow nodes.
     Scheduler(scheduler::SchedulerBenchArgs),
 }
@@ -46,5 +49,6 @@ fn main() -> anyhow::Result<()> {
         Command::Scheduler(args) => scheduler::run(args),
         Command::Proxy(args) => proxy::run(args),
         Command::Agent(args) => agent::run(args),
+        Command::Cluster(args) => cluster::run(args),
     }
 }
