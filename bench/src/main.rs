@@ -5,6 +5,7 @@ mod agent;
 mod api;
 mod cluster;
 mod cri;
+mod dns;
 mod proxy;
 mod runtime;
 mod scheduler;
@@ -36,6 +37,8 @@ enum Command {
     Proxy(proxy::ProxyBenchArgs),
     /// r8s up --nodes 3 to Ready and a 30-replica Deployment available (vs podman), and a deleted pod out of a Service's rotation.
     Cluster(cluster::ClusterBenchArgs),
+    /// Cluster DNS: A lookups per second and latency, r8s vs dnsmasq.
+    Dns(dns::DnsBenchArgs),
     /// Pods scheduled and bound per second, and a big Deployment's rollout, on hollow nodes.
     Scheduler(scheduler::SchedulerBenchArgs),
 }
@@ -47,6 +50,7 @@ fn main() -> anyhow::Result<()> {
         Command::Runtime(args) => runtime::run(args),
         Command::Cri(args) => cri::run(args),
         Command::Scheduler(args) => scheduler::run(args),
+        Command::Dns(args) => dns::run(args),
         Command::Proxy(args) => proxy::run(args),
         Command::Agent(args) => agent::run(args),
         Command::Cluster(args) => cluster::run(args),
