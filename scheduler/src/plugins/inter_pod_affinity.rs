@@ -123,7 +123,8 @@ impl FilterPlugin for InterPodAffinity {
 
     fn filter(&self, state: &CycleState, _: &PodInfo, node: &NodeInfo) -> Result<(), Reasons> {
         let Some(s) = state.read::<FilterState>(FILTER_STATE) else { return Ok(()) };
-        if node.labels().iter().any(|(k, v)| s.forbidden.contains(&(k.clone(), v.clone()))) {
+        // Most pods meet no anti-affinity: skip copying every node label to look it up.
+        if !s.forbidden.is_empty() && node.labels().iter().any(|(k, v)| s.forbidden.contains(&(k.clone(), v.clone()))) {
             return Err(vec!["node(s) didn't satisfy existing pods anti-affinity rules".into()]);
         }
         if s.anti.iter().any(|t| t.domain_of(node).is_some_and(|d| s.anti_domains.contains(&d))) {
