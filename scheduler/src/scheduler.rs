@@ -234,7 +234,7 @@ impl Scheduler {
                 best = (*score, index, 1);
             } else if *score == best.0 {
                 best.2 += 1;
-                if self.next_random() % best.2 as u64 == 0 {
+                if self.next_random().is_multiple_of(best.2 as u64) {
                     best.1 = index;
                 }
             }

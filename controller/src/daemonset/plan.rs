@@ -286,9 +286,12 @@ fn manage(plan: &mut Plan, states: &[(String, NodeState)], surge: bool, is_updat
     }
 }
 
+/// A node's live daemon pods as (updated, old).
+type UpdatedAndOld<'a> = (Option<&'a Arc<Pod>>, Option<&'a Arc<Pod>>);
+
 /// The one live pod of a node, split into (updated, old); `None` if the node
 /// has several (the manage pass sorts those out first).
-fn single_pod<'a>(state: &'a NodeState, is_updated: &dyn Fn(&Pod) -> bool) -> Option<(Option<&'a Arc<Pod>>, Option<&'a Arc<Pod>>)> {
+fn single_pod<'a>(state: &'a NodeState, is_updated: &dyn Fn(&Pod) -> bool) -> Option<UpdatedAndOld<'a>> {
     let mut new = None;
     let mut old = None;
     for pod in state.live() {
