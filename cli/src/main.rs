@@ -11,7 +11,7 @@ mod targets;
 
 use clap::{Parser, Subcommand};
 
-use commands::{apply, config, delete, describe, get, info, modify, wait};
+use commands::{apply, config, delete, describe, exec, get, info, modify, wait};
 use session::{GlobalArgs, ServerError, Session};
 
 #[derive(Parser)]
@@ -35,6 +35,8 @@ enum Command {
     Describe(describe::DescribeArgs),
     /// Delete objects.
     Delete(delete::DeleteArgs),
+    /// Run a command in a container.
+    Exec(exec::ExecArgs),
     /// Edit an object in $EDITOR.
     Edit(modify::EditArgs),
     /// Set or remove labels.
@@ -77,6 +79,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Get(args) => get::run(&session, args).await,
         Command::Describe(args) => describe::run(&session, args).await,
         Command::Delete(args) => delete::run(&session, args).await,
+        Command::Exec(args) => exec::run(&session, args).await,
         Command::Edit(args) => modify::edit(&session, args).await,
         Command::Label(args) => modify::set_metadata(&session, modify::MetadataMap::Labels, args).await,
         Command::Annotate(args) => modify::set_metadata(&session, modify::MetadataMap::Annotations, args).await,

@@ -48,6 +48,8 @@ impl ServerError {
 
 pub struct Session {
     client: kube::Client,
+    /// The API server's URL (for what is not a plain request: `exec`).
+    pub server: http::Uri,
     /// The namespace from `-n`, else the context's, else `default`.
     pub namespace: String,
     discovery: OnceCell<Discovery>,
@@ -74,6 +76,7 @@ impl Session {
             .clone()
             .unwrap_or_else(|| config.default_namespace.clone());
         Ok(Session {
+            server: config.cluster_url.clone(),
             client: kube::Client::try_from(config)?,
             namespace,
             discovery: OnceCell::new(),

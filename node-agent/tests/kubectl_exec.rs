@@ -1,10 +1,11 @@
 //! The real kubectl (`/usr/bin/kubectl`, 1.32) running commands in real
 //! containers through the API server, which passes `pods/exec` on to the agent
-//! (see `support` for the test node). Build the binary first:
-//! `cargo build -p r8s && cargo nextest run -p r8s-node-agent --test kubectl_exec`.
+//! (see `support` for the test node); r8sctl exec beside it. Build the binaries first:
+//! `cargo build -p r8s -p r8s-cli && cargo nextest run -p r8s-node-agent --test kubectl_exec`.
 
 mod support;
 
+use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
@@ -35,7 +36,19 @@ impl Kubectl {
     /// Runs kubectl (in this thread's network namespace, the node's), feeding
     /// it `stdin`.
     async fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = Command::new(KUBECTL)
+        self.run_program(Path::new(KUBECTL), args, stdin).await
+    }
+
+    /// The same with r8sctl, which reads the same kubeconfig.
+    async fn r8sctl(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let exe = std::env::current_exe().expect("test binary path");
+        let r8sctl = exe.parent().and_then(Path::parent).expect("target dir").join("r8sctl");
+        assert!(r8sctl.exists(), "{} is missing: run `cargo build -p r8s-cli` first", r8sctl.display());
+        self.run_program(&r8sctl, args, stdin).await
+    }
+
+    async fn run_program(&self, program: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = Command::new(program)
             .args(args)
             .env_clear()
             .env("HOME", self.home.path())
@@ -84,6 +97,17 @@ fn kubectl_exec_runs_commands_in_the_container() {
 
         let out = kubectl.run(&["exec", "web", "-c", "main", "--", "cat", "/etc/hostname"], None).await;
         assert_eq!(text(&out.stdout), "web\n", "{}", text(&out.stderr));
+
+        // r8sctl exec, the same way.
+        let out = kubectl.r8sctl(&["exec", "web", "--", "sh", "-c", "echo hi; echo oops >&2"], None).await;
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!((text(&out.stdout).as_str(), text(&out.stderr).as_str()), ("hi\n", "oops\n"));
+        let out = kubectl.r8sctl(&["exec", "web", "--", "sh", "-c", "exit 3"], None).await;
+        assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+        let out = kubectl.r8sctl(&["exec", "-i", "web", "--", "cat"], Some("piped\n")).await;
+        assert_eq!(text(&out.stdout), "piped\n", "{}", text(&out.stderr));
+        let out = kubectl.r8sctl(&["exec", "web", "-c", "other", "--", "true"], None).await;
+        assert_eq!(text(&out.stderr).trim(), "Error from server (BadRequest): container other is not valid for pod web");
     });
 }
 
