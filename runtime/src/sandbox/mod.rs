@@ -233,7 +233,11 @@ impl Sandboxes {
         let netns = if namespaces.host_network() {
             None
         } else {
-            let pinned = NetNs::create(self.netns_path(id))?;
+            // Off the async workers: the kernel makes namespaces one at a
+            // time, and a burst of sandboxes would otherwise stall every
+            // other CRI call behind them.
+            let path = self.netns_path(id);
+            let pinned = tokio::task::spawn_blocking(move || NetNs::create(path)).await??;
             made.netns = Some(pinned.clone());
             Some(pinned.path().to_owned())
         };
