@@ -59,7 +59,7 @@ impl TestCluster {
     }
 
     /// As [`TestCluster::up`], with more arguments for `r8s up`, e.g.
-    /// `--server-arg=--node-grace-seconds=5`.
+    /// `--server-arg=--node-grace-seconds=15`.
     pub fn up_with(nodes: usize, up_args: &[&str]) -> Self {
         require_root();
         let bin = r8s_bin();

@@ -115,7 +115,7 @@ fn down_after_a_crash_removes_everything() {
 #[test]
 fn pods_of_a_node_whose_agent_dies_come_back_on_another_node() {
     // A short grace period and toleration, so that the lost node's pods are evicted quickly.
-    let cluster = TestCluster::up_with(2, &["--server-arg=--node-grace-seconds=4", "--server-arg=--default-toleration-seconds=2"]);
+    let cluster = TestCluster::up_with(2, &["--server-arg=--node-grace-seconds=15", "--server-arg=--default-toleration-seconds=2"]);
     let tokio = tokio::runtime::Runtime::new().unwrap();
     tokio.block_on(async {
         let deployments: Api<Deployment> = Api::namespaced(cluster.client(), "default");

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::Args;
 use client::leader::LeaderElection;
 use kube::Client;
@@ -25,7 +25,8 @@ pub struct ControlPlaneFlags {
     /// Who this control plane is in leader election (default: host name and pid).
     #[arg(long)]
     identity: Option<String>,
-    /// Seconds without a Lease renewal before a node is unreachable.
+    /// Seconds without a Lease renewal before a node is unreachable; longer
+    /// than the agents' renewal interval (10 s).
     #[arg(long, default_value_t = 40)]
     node_grace_seconds: u64,
     /// Seconds pods stay on an unreachable node when they set no toleration.
@@ -45,6 +46,13 @@ pub struct ControlPlaneFlags {
 impl ControlPlaneFlags {
     /// Runs the scheduler and the controllers against the API server at `client`.
     pub async fn run(&self, client: Client) -> anyhow::Result<()> {
+        // Agents renew their Lease every LEASE_RENEW: a grace period no longer
+        // than that marks healthy nodes unreachable between two renewals and
+        // evicts their pods.
+        let renew = node_agent::node::LEASE_RENEW.as_secs();
+        if self.node_grace_seconds <= renew {
+            bail!("--node-grace-seconds must be longer than the agents' lease renewal interval ({renew} s), got {}", self.node_grace_seconds);
+        }
         let identity = self.identity.clone().unwrap_or_else(default_identity);
         let mut settings = controller::manager::Settings::default();
         settings.node_lifecycle.grace_period = Duration::from_secs(self.node_grace_seconds);

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use runtime::cri::{self, CriConfig, CriServer, CriService};
@@ -44,6 +45,9 @@ pub struct ServeArgs {
     insecure_registries: Vec<String>,
 }
 
+/// How long calls in flight may finish after SIGTERM.
+const IN_FLIGHT_GRACE: Duration = Duration::from_secs(2);
+
 pub fn run(runtime: RuntimeConfig, image_root: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
     crate::init_logging();
     let tokio = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
@@ -70,13 +74,24 @@ async fn serve(runtime: RuntimeConfig, image_root: PathBuf, args: ServeArgs) -> 
     tracing::info!(socket = %args.socket.display(), streaming = %streaming.address(), "serving CRI");
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
-    let shutdown = async move {
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = interrupt.recv() => {}
-        }
-    };
-    cri::serve(CriServer { service, streaming: Some(streaming) }, &args.socket, shutdown).await?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = cri::serve(CriServer { service, streaming: Some(streaming) }, &args.socket, async {
+        let _ = stopped.await;
+    });
+    tokio::pin!(served);
+    tokio::select! {
+        result = &mut served => return Ok(result?),
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    let _ = stop.send(());
+    // A graceful shutdown waits for calls in flight, and a StopContainer can
+    // wait out a pod's whole termination grace period: give them a moment,
+    // then go. Containers are the shims' business and keep their state.
+    match tokio::time::timeout(IN_FLIGHT_GRACE, served).await {
+        Ok(result) => result?,
+        Err(_) => tracing::warn!("CRI calls still in flight were abandoned"),
+    }
     tracing::info!("CRI service stopped; pods keep running");
     Ok(())
 }

@@ -48,7 +48,7 @@ pub struct UpArgs {
     /// The image store the nodes' runtimes share in a multi-node cluster.
     #[arg(long, env = "R8S_IMAGE_ROOT", default_value = crate::image_cmd::DEFAULT_IMAGE_ROOT)]
     image_root: PathBuf,
-    /// More arguments for `r8s server` (repeat the flag), e.g. `--server-arg=--node-grace-seconds=5`.
+    /// More arguments for `r8s server` (repeat the flag), e.g. `--server-arg=--node-grace-seconds=15`.
     #[arg(long = "server-arg", allow_hyphen_values = true)]
     server_args: Vec<String>,
     #[command(flatten)]
