@@ -11,6 +11,8 @@ packages=(
   iproute2           # ip netns / veth for pod networking tests
   nftables           # the node proxy
   runc crun          # peers in the runtime benchmark
+  docker-registry    # the registry image pull tests push to and pull from (loopback)
+  skopeo             # the peer in the pull benchmark
   "$@"
 )
 

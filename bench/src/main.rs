@@ -7,6 +7,7 @@ mod cluster;
 mod cri;
 mod dns;
 mod proxy;
+mod pull;
 mod runtime;
 mod scheduler;
 mod stats;
@@ -35,10 +36,12 @@ enum Command {
     Agent(agent::AgentBenchArgs),
     /// Service requests through the node proxy vs straight to pod IPs, and Endpoints change to rules programmed.
     Proxy(proxy::ProxyBenchArgs),
-    /// r8s up --nodes 3 to Ready and a 30-replica Deployment available (vs podman), and a deleted pod out of a Service's rotation.
-    Cluster(cluster::ClusterBenchArgs),
+    /// Image pull from a loopback registry into an empty store: r8s vs skopeo and podman.
+    Pull(pull::PullBenchArgs),
     /// Cluster DNS: A lookups per second and latency, r8s vs dnsmasq.
     Dns(dns::DnsBenchArgs),
+    /// r8s up --nodes 3 to Ready and a 30-replica Deployment available (vs podman), and a deleted pod out of a Service's rotation.
+    Cluster(cluster::ClusterBenchArgs),
     /// Pods scheduled and bound per second, and a big Deployment's rollout, on hollow nodes.
     Scheduler(scheduler::SchedulerBenchArgs),
 }
@@ -54,5 +57,6 @@ fn main() -> anyhow::Result<()> {
         Command::Proxy(args) => proxy::run(args),
         Command::Agent(args) => agent::run(args),
         Command::Cluster(args) => cluster::run(args),
+        Command::Pull(args) => pull::run(args),
     }
 }

@@ -5,12 +5,12 @@
 
 mod cri_support;
 mod registry_support;
-mod runtime_support;
 
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
+use cri_support::runtime_support;
 use registry_support::{Auth, Registry, PASSWORD, USER};
 use runtime::cri::api::{AuthConfig, ImageSpec, ImageStatusRequest, PullImageRequest, StartContainerRequest};
 use runtime::image::registry::{Credentials, PullError, PullOptions};
@@ -41,8 +41,11 @@ fn tmp_entries(dir: &Path) -> Vec<String> {
     cri_support::entries(&dir.join("images/tmp"))
 }
 
-/// Pull options that record (digest, already present) per blob.
-fn recording() -> (PullOptions, Arc<Mutex<Vec<(Digest, bool)>>>) {
+/// (digest, already present) of each blob a pull stored.
+type Seen = Arc<Mutex<Vec<(Digest, bool)>>>;
+
+/// Pull options that record what each blob was.
+fn recording() -> (PullOptions, Seen) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let record = seen.clone();
     let progress = Arc::new(move |digest: &Digest, _: u64, present: bool| record.lock().unwrap().push((digest.clone(), present)));

@@ -7,6 +7,7 @@ pub mod dns;
 pub mod env;
 mod events;
 mod hooks;
+mod pull_secrets;
 pub mod labels;
 pub mod probe;
 pub mod sources;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use client::events::EventType;
-use client::k8s_openapi::api::core::v1::{Container, Pod, PodStatus};
+use client::k8s_openapi::api::core::v1::{Container, Pod, PodStatus, Secret};
 use client::kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use client::kube::Api;
 use tokio::sync::Notify;
@@ -19,7 +19,7 @@ use super::events::PodEvents;
 use super::probe::{self, Kind, SharedResults, Target};
 use super::spec::{self, ContainerInputs, ImageUser};
 use super::status::{self, Instance, Observed, PodFacts, RunState, Waiting};
-use super::{dns, env, hooks, labels, sources, volumes, Context};
+use super::{dns, env, hooks, labels, pull_secrets, sources, volumes, Context};
 use crate::cri::api as cri;
 
 /// How often a pod is synced without any change; container exits (through
@@ -307,7 +307,7 @@ impl PodWorker {
     /// belong to the pod (image, config) become the container's waiting reason.
     async fn start(&mut self, pod: &Pod, container: &Container, restart_count: i32, sandbox_id: &str, events: &PodEvents) -> Result<(), SyncError> {
         let name = container.name.clone();
-        let Some(image_ref) = self.ensure_image(container, events).await? else { return Ok(()) };
+        let Some(image_ref) = self.ensure_image(pod, container, events).await? else { return Ok(()) };
         let sources = sources::fetch(&self.ctx.client, pod, self.ctx.allocatable()).await?;
         let env = match env::container_env(pod, container, &sources) {
             Ok(env) => env,
@@ -398,7 +398,7 @@ impl PodWorker {
 
     /// The image per `imagePullPolicy`; `None` while the container must wait
     /// (pull failed, in back-off, or absent under `Never`).
-    async fn ensure_image(&mut self, container: &Container, events: &PodEvents) -> Result<Option<String>, SyncError> {
+    async fn ensure_image(&mut self, pod: &Pod, container: &Container, events: &PodEvents) -> Result<Option<String>, SyncError> {
         let name = container.name.clone();
         let image = container.image.clone().unwrap_or_default();
         let now = SystemTime::now();
@@ -428,7 +428,8 @@ impl PodWorker {
             _ => {
                 events.container(&name, EventType::Normal, "Pulling", format!("Pulling image {image:?}"));
                 let started = Instant::now();
-                match images.pull_image(cri::PullImageRequest { image: Some(spec), auth: None, sandbox_config: self.sandbox_config.clone() }).await {
+                let auth = self.pull_auth(pod, &image, events).await?;
+                match images.pull_image(cri::PullImageRequest { image: Some(spec), auth, sandbox_config: self.sandbox_config.clone() }).await {
                     Ok(reply) => {
                         let took = started.elapsed().as_secs_f64();
                         events.container(&name, EventType::Normal, "Pulled", format!("Successfully pulled image {image:?} in {took:.3}s ({took:.3}s including waiting)"));
@@ -445,6 +446,26 @@ impl PodWorker {
                 }
             }
         }
+    }
+
+    /// The credentials for `image` in the pod's imagePullSecrets (read when
+    /// pulling, so a Secret made after the pod still counts).
+    async fn pull_auth(&self, pod: &Pod, image: &str, events: &PodEvents) -> Result<Option<cri::AuthConfig>, SyncError> {
+        let names: Vec<String> = pod.spec.iter().flat_map(|s| s.image_pull_secrets.iter().flatten()).map(|r| r.name.clone()).collect();
+        let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), pod.metadata.namespace.as_deref().unwrap_or("default"));
+        let mut found = Vec::new();
+        let mut missing = Vec::new();
+        for name in names {
+            match secrets.get_opt(&name).await? {
+                Some(secret) => found.push(secret),
+                None => missing.push(name),
+            }
+        }
+        if !missing.is_empty() {
+            let message = format!("Unable to retrieve some image pull secrets ({}); attempting to pull the image may not succeed.", missing.join(", "));
+            events.pod(EventType::Warning, "FailedToRetrieveImagePullSecret", message);
+        }
+        Ok(pull_secrets::auth_for(image, &found))
     }
 
     /// The image's user (for runAsNonRoot) and, when the runtime tells,

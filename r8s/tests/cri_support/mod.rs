@@ -24,7 +24,7 @@ use runtime::RuntimeConfig;
 use tokio::sync::oneshot;
 
 #[path = "../runtime_support/mod.rs"]
-mod runtime_support;
+pub mod runtime_support;
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 

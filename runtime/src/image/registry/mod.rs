@@ -132,14 +132,23 @@ impl ImageStore {
             }
             bytes.extend_from_slice(&chunk);
         }
-        // Registries that answer application/json: the manifest names its own type.
+        // Registries that answer application/json: the manifest names its own
+        // type, or (OCI's mediaType being optional) its shape tells.
         if !media_type.starts_with("application/vnd.") {
             #[derive(serde::Deserialize)]
-            struct Typed {
+            struct Shape {
                 #[serde(default, rename = "mediaType")]
                 media_type: String,
+                manifests: Option<serde_json::Value>,
+                config: Option<serde_json::Value>,
             }
-            media_type = parse::<Typed>(&format!("manifest {what}"), &bytes)?.media_type;
+            let shape: Shape = parse(&format!("manifest {what}"), &bytes)?;
+            media_type = match (shape.media_type.is_empty(), shape.manifests, shape.config) {
+                (false, _, _) => shape.media_type,
+                (true, Some(_), _) => OCI_INDEX.to_string(),
+                (true, None, Some(_)) => OCI_MANIFEST.to_string(),
+                (true, None, None) => shape.media_type,
+            };
         }
         Ok((Digest::of(&bytes), media_type, bytes))
     }
