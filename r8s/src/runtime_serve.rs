@@ -51,7 +51,11 @@ const IN_FLIGHT_GRACE: Duration = Duration::from_secs(2);
 pub fn run(runtime: RuntimeConfig, image_root: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
     crate::init_logging();
     let tokio = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    tokio.block_on(serve(runtime, image_root, args))
+    let served = tokio.block_on(serve(runtime, image_root, args));
+    // Blocking work still running (a StopContainer waiting out a pod's grace
+    // period) is abandoned rather than waited for, as the calls were above.
+    tokio.shutdown_background();
+    served
 }
 
 async fn serve(runtime: RuntimeConfig, image_root: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
