@@ -1,5 +1,5 @@
 //! The agent's HTTP endpoints (the kubelet's port, 10250 by default), which the
-//! API server proxies `pods/log` and `pods/exec` to:
+//! API server proxies `pods/log`, `pods/exec` and `pods/attach` to:
 //!
 //! - `GET /containerLogs/{namespace}/{pod}/{container}?follow=&tailLines=&sinceSeconds=&sinceTime=&timestamps=&previous=&limitBytes=`
 //!   answers `text/plain` (chunked while following, until the container exits
@@ -9,6 +9,8 @@
 //!   channel 0, stdout on 1, stderr on 2, the exit status on 3 (a `Status`,
 //!   `NonZeroExitCode` with the code as cause), resize on 4, close on 255. The
 //!   agent relays it to the runtime's streaming server (CRI Exec's URL).
+//! - `GET /attach/{namespace}/{pod}/{container}?stdin=&stdout=&stderr=&tty=`
+//!   the same WebSocket joined to the container's own stdio (CRI Attach's URL).
 //! - `GET /healthz` answers `ok`.
 
 use std::convert::Infallible;
@@ -41,13 +43,14 @@ pub fn router(cri: Cri, log_dir: PathBuf) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/containerLogs/{namespace}/{pod}/{container}", get(container_logs))
         .route("/exec/{namespace}/{pod}/{container}", get(exec))
+        .route("/attach/{namespace}/{pod}/{container}", get(attach))
         .with_state(Server { cri, log_dir })
 }
 
 /// Serves the endpoints on `address` until cancelled.
 pub async fn serve(address: SocketAddr, cri: Cri, log_dir: PathBuf) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(address).await?;
-    tracing::info!(%address, "serving container logs and exec");
+    tracing::info!(%address, "serving container logs, exec and attach");
     axum::serve(listener, router(cri, log_dir)).await
 }
 
@@ -183,10 +186,10 @@ async fn still_running(cri: &Cri, id: &str) -> bool {
     }
 }
 
-/// The exec query: `command` repeats; the stream flags are booleans (kubectl
-/// sends `stdout=true`, older clients `output=1`).
+/// The exec and attach query: `command` repeats (exec only); the stream flags
+/// are booleans (kubectl sends `stdout=true`, older clients `output=1`).
 #[derive(Debug, Default)]
-struct ExecQuery {
+struct StreamQuery {
     command: Vec<String>,
     stdin: bool,
     stdout: Option<bool>,
@@ -194,9 +197,20 @@ struct ExecQuery {
     tty: bool,
 }
 
-fn exec_query(raw: &str) -> ExecQuery {
-    let mut query = ExecQuery::default();
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw).unwrap_or_default();
+impl StreamQuery {
+    fn stdout(&self) -> bool {
+        self.stdout.unwrap_or(true)
+    }
+
+    /// A terminal has one output stream.
+    fn stderr(&self) -> bool {
+        self.stderr.unwrap_or(true) && !self.tty
+    }
+}
+
+fn stream_query(raw: Option<&str>) -> StreamQuery {
+    let mut query = StreamQuery::default();
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or_default()).unwrap_or_default();
     for (key, value) in pairs {
         let on = matches!(value.as_str(), "true" | "1" | "");
         match key.as_str() {
@@ -213,42 +227,81 @@ fn exec_query(raw: &str) -> ExecQuery {
 
 /// Exec as the kubelet does it: CRI Exec hands out a URL of the runtime's
 /// streaming server, and the agent relays the client's WebSocket to it.
-///
-/// The request is checked before the protocol: a client that falls back to
-/// SPDY (which r8s does not speak) still learns why its exec failed.
 async fn exec(
     State(server): State<Server>,
     UrlPath((namespace, pod, container)): UrlPath<(String, String, String)>,
     RawQuery(raw): RawQuery,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let query = exec_query(raw.as_deref().unwrap_or_default());
+    let query = stream_query(raw.as_deref());
     if query.command.is_empty() {
         return error(StatusCode::BAD_REQUEST, "you must specify at least 1 command".into());
     }
+    let (container_id, upgrade) = match checked_stream(&server, &namespace, &pod, &container, upgrade, "exec").await {
+        Ok(checked) => checked,
+        Err(response) => return response,
+    };
+    let request = cri::ExecRequest {
+        container_id,
+        tty: query.tty,
+        stdin: query.stdin,
+        stdout: query.stdout(),
+        stderr: query.stderr(),
+        cmd: query.command,
+    };
+    let url = server.cri.runtime.clone().exec(request).await.map(|reply| reply.into_inner().url);
+    relay_upgrade(upgrade, url)
+}
+
+/// Attach as the kubelet does it: CRI Attach hands out a URL joining the
+/// container's own stdio (the runtime knows whether it has a terminal), relayed
+/// as exec is.
+async fn attach(
+    State(server): State<Server>,
+    UrlPath((namespace, pod, container)): UrlPath<(String, String, String)>,
+    RawQuery(raw): RawQuery,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let query = stream_query(raw.as_deref());
+    let (container_id, upgrade) = match checked_stream(&server, &namespace, &pod, &container, upgrade, "attach").await {
+        Ok(checked) => checked,
+        Err(response) => return response,
+    };
+    let request = cri::AttachRequest { container_id, tty: query.tty, stdin: query.stdin, stdout: query.stdout(), stderr: query.stderr() };
+    let url = server.cri.runtime.clone().attach(request).await.map(|reply| reply.into_inner().url);
+    relay_upgrade(upgrade, url)
+}
+
+/// The running container's id and the client's WebSocket upgrade. The
+/// container is checked before the protocol: a client that falls back to SPDY
+/// (which r8s does not speak) still learns why its exec or attach failed.
+async fn checked_stream(
+    server: &Server,
+    namespace: &str,
+    pod: &str,
+    container: &str,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    what: &str,
+) -> Result<(String, WebSocketUpgrade), Response> {
     // The kubelet's words when the container is not (or no longer) running:
     // it looks among running containers only.
     let not_found = || error(StatusCode::BAD_REQUEST, format!("container not found ({container:?})"));
-    let found = match find(&server, &namespace, &pod, &container, false).await {
+    let found = match find(server, namespace, pod, container, false).await {
         Ok(found) if found.running => found,
-        Ok(_) => return not_found(),
-        Err(response) if response.status() == StatusCode::NOT_FOUND => return not_found(),
-        Err(response) => return response,
+        Ok(_) => return Err(not_found()),
+        Err(response) if response.status() == StatusCode::NOT_FOUND => return Err(not_found()),
+        Err(response) => return Err(response),
     };
     let Ok(upgrade) = upgrade else {
-        return error(StatusCode::BAD_REQUEST, format!("exec streams over WebSockets only ({}); SPDY is not supported", PROTOCOLS.join(", ")));
+        return Err(error(StatusCode::BAD_REQUEST, format!("{what} streams over WebSockets only ({}); SPDY is not supported", PROTOCOLS.join(", "))));
     };
-    let request = cri::ExecRequest {
-        container_id: found.id,
-        cmd: query.command,
-        tty: query.tty,
-        stdin: query.stdin,
-        stdout: query.stdout.unwrap_or(true),
-        // A terminal has one output stream.
-        stderr: query.stderr.unwrap_or(true) && !query.tty,
-    };
-    let url = match server.cri.runtime.clone().exec(request).await {
-        Ok(reply) => reply.into_inner().url,
+    Ok((found.id, upgrade))
+}
+
+/// Switches the client to a WebSocket relayed to the runtime's stream `url`.
+fn relay_upgrade(upgrade: WebSocketUpgrade, url: Result<String, tonic::Status>) -> Response {
+    let url = match url {
+        Ok(url) => url,
         Err(status) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("container runtime: {}", status.message())),
     };
     let url = url.replacen("http://", "ws://", 1).replacen("https://", "wss://", 1);
@@ -274,7 +327,7 @@ async fn relay(client_socket: WebSocket, url: String) {
     let (runtime_socket, _) = match runtime.await {
         Ok(connected) => connected,
         Err(failure) => {
-            let status = serde_json::json!({"metadata": {}, "status": "Failure", "message": format!("connecting to the runtime's exec stream: {failure}"), "reason": "InternalError"});
+            let status = serde_json::json!({"metadata": {}, "status": "Failure", "message": format!("connecting to the runtime's stream: {failure}"), "reason": "InternalError"});
             let _ = client_tx.send(frame(3, status.to_string().as_bytes())).await;
             return;
         }
@@ -310,7 +363,7 @@ async fn relay(client_socket: WebSocket, url: String) {
         let normal = axum::extract::ws::CloseFrame { code: axum::extract::ws::close_code::NORMAL, reason: "".into() };
         let _ = client_tx.send(Message::Close(Some(normal))).await;
     };
-    // The runtime's end closing ends the exec; the client may close stdin earlier.
+    // The runtime's end closing ends the stream; the client may close stdin earlier.
     tokio::pin!(downstream);
     tokio::select! {
         () = &mut downstream => {}
@@ -330,8 +383,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn exec_query_collects_commands() {
-        let query = exec_query("command=sh&command=-c&command=echo%20hi&stdout=true&stderr=true&tty=false");
+    fn stream_query_collects_commands() {
+        let query = stream_query(Some("command=sh&command=-c&command=echo%20hi&stdout=true&stderr=true&tty=false"));
         assert_eq!(query.command, ["sh", "-c", "echo hi"]);
         assert!(!query.stdin && !query.tty);
         assert_eq!((query.stdout, query.stderr), (Some(true), Some(true)));

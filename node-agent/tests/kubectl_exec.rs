@@ -1,5 +1,6 @@
 //! The real kubectl (`/usr/bin/kubectl`, 1.32) running commands in real
-//! containers through the API server, which passes `pods/exec` on to the agent
+//! containers (and attaching to them) through the API server, which passes
+//! `pods/exec` and `pods/attach` on to the agent
 //! (see `support` for the test node); r8sctl exec beside it. Build the binaries first:
 //! `cargo build -p r8s -p r8s-cli && cargo nextest run -p r8s-node-agent --test kubectl_exec`.
 
@@ -11,8 +12,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::{container, phase, Cluster, TestNode, IMAGE};
-use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
 
 const KUBECTL: &str = "/usr/bin/kubectl";
 const MINUTE: Duration = Duration::from_secs(60);
@@ -48,22 +49,31 @@ impl Kubectl {
     }
 
     async fn run_program(&self, program: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = Command::new(program)
+        let mut child = self.command(program, args, if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(text.as_bytes()).await.expect("kubectl stdin");
+        }
+        tokio::time::timeout(MINUTE, child.wait_with_output()).await.expect("kubectl finished").expect("kubectl output")
+    }
+
+    /// kubectl left running (killed when dropped), its output read as it comes.
+    fn spawn(&self, args: &[&str]) -> Child {
+        self.command(Path::new(KUBECTL), args, Stdio::null())
+    }
+
+    fn command(&self, program: &Path, args: &[&str], stdin: Stdio) -> Child {
+        Command::new(program)
             .args(args)
             .env_clear()
             .env("HOME", self.home.path())
             .env("PATH", "/usr/bin:/bin")
             .env("KUBECONFIG", self.home.path().join("config"))
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .expect("run kubectl");
-        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(text.as_bytes()).await.expect("kubectl stdin");
-        }
-        tokio::time::timeout(MINUTE, child.wait_with_output()).await.expect("kubectl finished").expect("kubectl output")
+            .expect("run kubectl")
     }
 }
 
@@ -132,9 +142,32 @@ fn kubectl_exec_reports_what_kubernetes_reports() {
         let out = kubectl.run(&["exec", "stuck", "--", "true"], None).await;
         assert!(!out.status.success());
         assert!(text(&out.stderr).contains("container not found (\"main\")"), "{}", text(&out.stderr));
+    });
+}
 
-        let out = kubectl.run(&["attach", "web"], None).await;
-        assert!(!out.status.success());
-        assert!(text(&out.stderr).contains("attach is not supported by r8s"), "{}", text(&out.stderr));
+#[test]
+fn kubectl_attach_joins_the_containers_own_stdio() {
+    let node = TestNode::new();
+    node.run(|cluster| async move {
+        let reader = json!({"name": "main", "image": IMAGE, "command": ["cat"], "stdin": true, "stdinOnce": true});
+        cluster.create_pod("reader", json!({"restartPolicy": "Never", "containers": [reader]})).await;
+        let ticking = "while true; do echo tick; sleep 1; done";
+        cluster.create_pod("talker", json!({"containers": [{"name": "main", "image": IMAGE, "command": ["sh", "-c", ticking]}]})).await;
+        cluster.wait_pod("reader", MINUTE, "Running", running).await;
+        cluster.wait_pod("talker", MINUTE, "Running", running).await;
+        let kubectl = Kubectl::new(&cluster);
+
+        // stdin reaches the container's cat; with stdinOnce its end is cat's
+        // end, and the attach ends with the container.
+        let out = kubectl.run(&["attach", "-i", "reader"], Some("hello\n")).await;
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), "hello\n");
+        cluster.wait_pod("reader", MINUTE, "Succeeded", |pod| phase(pod) == "Succeeded").await;
+
+        // Without -i the client follows what the container prints from now on.
+        let mut attached = kubectl.spawn(&["attach", "talker"]);
+        let mut lines = BufReader::new(attached.stdout.take().expect("kubectl stdout")).lines();
+        let line = tokio::time::timeout(MINUTE, lines.next_line()).await.expect("a line within a minute").expect("kubectl stdout");
+        assert_eq!(line.as_deref(), Some("tick"));
     });
 }

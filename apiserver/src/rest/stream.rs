@@ -33,6 +33,8 @@ const MAX_REFUSAL_BYTES: usize = 64 * 1024;
 /// and `pods/NAME/attach`.
 pub async fn stream(mut request: ApiRequest) -> ApiResult<Response> {
     let attach = request.target.subresource.as_deref() == Some("attach");
+    // The agent serves both under the subresource's name.
+    let endpoint = if attach { "attach" } else { "exec" };
     let target = locate(&request).await?;
     let phase = target.pod["status"]["phase"].as_str().unwrap_or_default();
     if matches!(phase, "Succeeded" | "Failed") {
@@ -41,16 +43,11 @@ pub async fn stream(mut request: ApiRequest) -> ApiResult<Response> {
             "cannot {what} a container in a completed pod; current phase is {phase}"
         )));
     }
-    if attach {
-        return Err(ApiError::bad_request(
-            "attach is not supported by r8s: containers run without a stdin to attach to; use logs -f to follow their output, or exec",
-        ));
-    }
     let client_side = match request.upgrade.take() {
         Some(upgrade) if request.headers.contains_key(header::UPGRADE) => upgrade,
         _ => return Err(ApiError::bad_request("Upgrade request required")),
     };
-    let mut reply = switch_agent(&request, &target).await?;
+    let mut reply = switch_agent(&request, &target, endpoint).await?;
     if reply.status() != StatusCode::SWITCHING_PROTOCOLS {
         let code = reply.status().as_u16();
         let refusal = axum::body::to_bytes(Body::new(reply.into_body()), MAX_REFUSAL_BYTES)
@@ -74,17 +71,18 @@ pub async fn stream(mut request: ApiRequest) -> ApiResult<Response> {
                 )
                 .await;
             }
-            Err(error) => tracing::debug!(%error, "exec stream not established"),
+            Err(error) => tracing::debug!(%error, endpoint, "stream not established"),
         }
     });
     Ok(response)
 }
 
-/// Sends the client's upgrade request on to the agent's `/exec/...`; the
-/// agent's answer, 101 or a refusal.
+/// Sends the client's upgrade request on to the agent's `/exec/...` or
+/// `/attach/...`; the agent's answer, 101 or a refusal.
 async fn switch_agent(
     request: &ApiRequest,
     target: &AgentContainer,
+    endpoint: &str,
 ) -> ApiResult<hyper::Response<hyper::body::Incoming>> {
     let unreachable = |error: &dyn std::fmt::Display| {
         ApiError::internal(format!("error dialing backend: {error}"))
@@ -98,7 +96,7 @@ async fn switch_agent(
     tokio::spawn(connection.with_upgrades());
     let mut upstream = Request::builder()
         .method(Method::GET)
-        .uri(format!("/exec/{}?{}", target.path, target.query))
+        .uri(format!("/{endpoint}/{}?{}", target.path, target.query))
         .header(header::HOST, &target.address);
     for name in UPGRADE_HEADERS {
         for value in request.headers.get_all(&name) {
