@@ -24,6 +24,11 @@ use crate::netns::netns_path;
 pub const BRIDGE: &str = "r8sbr0";
 pub const HUB_ADDRESS: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 1);
 const PREFIX_LEN: u8 = 24;
+
+/// The node network: the hub and every node's eth0.
+pub fn node_network() -> Ipv4Net {
+    Ipv4Net::new(HUB_ADDRESS, PREFIX_LEN).expect("a valid prefix").trunc()
+}
 const MTU: u32 = 1500;
 /// Node interfaces in their namespaces.
 pub const NODE_INTERFACE: &str = "eth0";

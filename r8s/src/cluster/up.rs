@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Node;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -25,6 +26,8 @@ const API_PORT: u16 = 6443;
 /// The `kube-dns` Service's ClusterIP, the pods' name server; the server
 /// answers at the hub's address behind it.
 const CLUSTER_DNS: &str = "10.96.0.10";
+/// The API server's default service CIDR, which CLUSTER_DNS is in.
+const SERVICE_CIDR: &str = "10.96.0.0/12";
 
 /// What `r8s up --nodes` was asked for.
 pub struct Options {
@@ -125,11 +128,30 @@ fn start(layout: &Layout, process: &str, command: &mut Command) -> anyhow::Resul
     Ok(started)
 }
 
+/// Refuses a pod range that would collide with the node network or the
+/// Services' addresses, or that has no /24 for every node, before anything
+/// is made: overlapping ranges would route pods' packets to the wrong place.
+fn check_cluster_cidr(text: &str, nodes: usize) -> anyhow::Result<()> {
+    let cidr: Ipv4Net = text.parse().with_context(|| format!("--cluster-cidr {text:?} is not an IPv4 CIDR"))?;
+    let service_cidr: Ipv4Net = SERVICE_CIDR.parse().expect("a valid CIDR");
+    for (what, other) in [("the node network", topology::node_network()), ("the service CIDR", service_cidr)] {
+        if cidr.contains(&other.network()) || other.contains(&cidr.network()) {
+            bail!("--cluster-cidr {cidr} overlaps {what} {other}");
+        }
+    }
+    let subnets = if cidr.prefix_len() > 24 { 0 } else { 1usize << (24 - cidr.prefix_len()) };
+    if subnets < nodes {
+        bail!("--cluster-cidr {cidr} has room for {subnets} node pod CIDRs (/24), not {nodes}");
+    }
+    Ok(())
+}
+
 pub fn run(options: Options) -> anyhow::Result<()> {
     crate::init_logging();
     if options.nodes == 0 || options.nodes > MAX_NODES {
         bail!("--nodes must be between 1 and {MAX_NODES}");
     }
+    check_cluster_cidr(&options.cluster_cidr, options.nodes)?;
     let layout = options.layout.clone();
     let nodes = layout.nodes(options.nodes);
     let exe = std::env::current_exe().context("cannot find the r8s binary")?;
@@ -248,5 +270,21 @@ async fn wait_for_nodes(client: &kube::Client, names: &[&str]) -> anyhow::Result
             return Ok(ready);
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_cluster_cidr;
+
+    #[test]
+    fn pod_ranges_that_collide_or_are_too_small_are_refused() {
+        assert!(check_cluster_cidr("10.244.0.0/16", 3).is_ok());
+        let message = |cidr: &str, nodes| check_cluster_cidr(cidr, nodes).unwrap_err().to_string();
+        assert_eq!(message("172.30.0.0/16", 3), "--cluster-cidr 172.30.0.0/16 overlaps the node network 172.30.0.0/24");
+        assert_eq!(message("10.96.0.0/16", 3), "--cluster-cidr 10.96.0.0/16 overlaps the service CIDR 10.96.0.0/12");
+        assert_eq!(message("10.0.0.0/8", 3), "--cluster-cidr 10.0.0.0/8 overlaps the service CIDR 10.96.0.0/12");
+        assert_eq!(message("10.244.0.0/23", 3), "--cluster-cidr 10.244.0.0/23 has room for 2 node pod CIDRs (/24), not 3");
+        assert!(message("10.244.0.0", 3).contains("is not an IPv4 CIDR"));
     }
 }
