@@ -33,6 +33,12 @@ impl<W: Write> CriLogWriter<W> {
         Self { out, pending: [Vec::new(), Vec::new()] }
     }
 
+    /// Writes to `out` from now on (the log file opened again after a
+    /// rotation); a line begun before stays pending and ends up in `out`.
+    pub fn set_output(&mut self, out: W) {
+        self.out = out;
+    }
+
     /// Adds output of `stream`; complete lines are written at once.
     pub fn write(&mut self, stream: Stream, mut bytes: &[u8]) -> io::Result<()> {
         while let Some(newline) = bytes.iter().position(|b| *b == b'\n') {

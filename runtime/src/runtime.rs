@@ -383,6 +383,13 @@ impl Runtime {
         std::os::unix::net::UnixStream::connect(attach::socket_path(&dir)).map_err(io(format!("attaching to {id}")))
     }
 
+    /// Has the running container's shim close its log and open it again at
+    /// the log path (after the file there was renamed away).
+    pub fn reopen_log(&self, id: &str) -> Result<()> {
+        let stream = self.attach(id)?;
+        attach::reopen_log(stream).map_err(io(format!("reopening the log of {id}")))
+    }
+
     /// A command that runs `exec` inside the running container when spawned;
     /// its stdio are the process's, its exit code the process's (127 when the
     /// program does not exist). The caller chooses stdio and waits.

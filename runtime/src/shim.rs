@@ -8,7 +8,7 @@
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
@@ -87,10 +87,28 @@ struct Stdio {
 struct ShimEnds {
     /// Read ends of stdout and stderr, or the terminal's master as stdout.
     outputs: Vec<(Stream, File)>,
-    log: Option<File>,
+    log: Option<Log>,
     stdin: Option<attach::hub::Stdin>,
     /// The terminal's master, for resizes.
     terminal: Option<OwnedFd>,
+}
+
+/// The container's CRI log and where it lives, to open it there again after
+/// the kubelet renamed it away (CRI ReopenContainerLog).
+struct Log {
+    path: PathBuf,
+    writer: CriLogWriter<File>,
+}
+
+impl Log {
+    fn open(path: &Path) -> std::io::Result<File> {
+        File::options().create(true).append(true).open(path)
+    }
+
+    fn reopen(&mut self) -> std::io::Result<()> {
+        self.writer.set_output(Self::open(&self.path)?);
+        Ok(())
+    }
 }
 
 fn open_null() -> Result<OwnedFd, SetupError> {
@@ -110,7 +128,10 @@ fn stdio(spec: &ContainerSpec) -> Result<Stdio, SetupError> {
             })
         }
         Output::Null => None,
-        Output::Log(path) => Some(File::options().create(true).append(true).open(path).map_err(io("opening the log file"))?),
+        Output::Log(path) => Some(Log {
+            path: path.clone(),
+            writer: CriLogWriter::new(Log::open(path).map_err(io("opening the log file"))?),
+        }),
     };
     let once = spec.stdin == StdinMode::Once;
     let terminal = spec.oci.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
@@ -187,7 +208,7 @@ fn supervise(state: &StateDir, reply: &mut Sender<CreateReply>) -> Result<(), Se
     let copying = match shim {
         Some(ends) => {
             let hub = Hub::bind(state.path(), ends.stdin, ends.terminal).map_err(io("listening for attach"))?;
-            Some((ends.outputs, ends.log.map(CriLogWriter::new), hub))
+            Some((ends.outputs, ends.log, hub))
         }
         None => None,
     };
@@ -231,7 +252,7 @@ fn give_to_container_root(bundle: &Bundle, paths: &[std::path::PathBuf]) -> Resu
 }
 
 /// The shim's copying: output sources, the log, the attach clients.
-type ShimIo = (Vec<(Stream, File)>, Option<CriLogWriter<File>>, Hub);
+type ShimIo = (Vec<(Stream, File)>, Option<Log>, Hub);
 
 /// Copies output into the log and to attach clients, and input from them,
 /// until the init exits; then reaps it. The attach clients are handed back
@@ -244,8 +265,8 @@ fn wait_for_exit(
     cgroup_path: &Path,
 ) -> Result<(ExitStatus, Option<Hub>), SetupError> {
     let pidfd = pidfd_open(init)?;
-    let (mut outputs, mut writer, mut hub) = match io {
-        Some((outputs, writer, hub)) => (outputs, writer, Some(hub)),
+    let (mut outputs, mut log, mut hub) = match io {
+        Some((outputs, log, hub)) => (outputs, log, Some(hub)),
         None => (Vec::new(), None, None),
     };
     let mut reason = None;
@@ -277,7 +298,7 @@ fn wait_for_exit(
         let revents: Vec<PollFlags> = fds.iter().map(|f| f.revents().unwrap_or(PollFlags::empty())).collect();
         drop(fds);
         if let Some(hub) = hub.as_mut() {
-            hub.ready(&revents[hub_at..]);
+            hub.ready(&revents[hub_at..], &mut || log.as_mut().map_or(Ok(()), Log::reopen));
         }
         if !revents[0].is_empty() && status.is_none() {
             status = Some(reap(init)?);
@@ -294,7 +315,7 @@ fn wait_for_exit(
                 // EIO: the terminal's last user is gone.
                 Err(_) => 0,
             };
-            if let Some(writer) = writer.as_mut() {
+            if let Some(Log { writer, .. }) = log.as_mut() {
                 let _ = if n == 0 { writer.finish(*stream) } else { writer.write(*stream, &buf[..n]) };
             }
             if n == 0 {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{PollFd, PollFlags};
 
-use super::{encode, open_dir, socket_path, FrameReader, TerminalSize, CLOSE_STDIN, RESIZE, STDIN};
+use super::{encode, open_dir, socket_path, FrameReader, TerminalSize, CLOSE_STDIN, REOPEN_LOG, RESIZE, STDIN};
 
 /// Output queued for one client beyond this means it does not keep up.
 const MAX_BACKLOG: usize = 4 << 20;
@@ -111,8 +111,9 @@ impl Hub {
         fds
     }
 
-    /// Handles what poll reported for [`Hub::poll_fds`].
-    pub fn ready(&mut self, revents: &[PollFlags]) {
+    /// Handles what poll reported for [`Hub::poll_fds`]; `reopen_log`
+    /// serves a client's [`REOPEN_LOG`] (the hub does not own the log).
+    pub fn ready(&mut self, revents: &[PollFlags], reopen_log: &mut dyn FnMut() -> std::io::Result<()>) {
         let Some((listener, rest)) = revents.split_first() else { return };
         let (clients, stdin) = rest.split_at(self.clients.len().min(rest.len()));
         if stdin.first().is_some_and(|r| !r.is_empty()) {
@@ -123,7 +124,7 @@ impl Hub {
             if events.is_empty() {
                 continue;
             }
-            let alive = self.serve(i, events.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR));
+            let alive = self.serve(i, events.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR), reopen_log);
             if !alive {
                 gone.push(i);
             }
@@ -144,7 +145,7 @@ impl Hub {
     }
 
     /// Reads and writes what client `i` has; false when it is gone.
-    fn serve(&mut self, i: usize, readable: bool) -> bool {
+    fn serve(&mut self, i: usize, readable: bool, reopen_log: &mut dyn FnMut() -> std::io::Result<()>) -> bool {
         let mut buf = [0u8; 16 * 1024];
         if readable {
             loop {
@@ -158,7 +159,7 @@ impl Hub {
             }
             loop {
                 match self.clients[i].frames.next_frame() {
-                    Ok(Some((channel, data))) => self.handle(i, channel, &data),
+                    Ok(Some((channel, data))) => self.handle(i, channel, &data, reopen_log),
                     Ok(None) => break,
                     Err(_) => return false,
                 }
@@ -168,7 +169,7 @@ impl Hub {
         write_some(&mut client.stream, &mut client.outgoing).is_ok()
     }
 
-    fn handle(&mut self, client: usize, channel: u8, data: &[u8]) {
+    fn handle(&mut self, client: usize, channel: u8, data: &[u8], reopen_log: &mut dyn FnMut() -> std::io::Result<()>) {
         match channel {
             STDIN => {
                 if let Some(stdin) = self.stdin.as_mut().filter(|s| !s.closing) {
@@ -185,6 +186,10 @@ impl Hub {
                 }
             }
             CLOSE_STDIN => self.end_stdin(),
+            REOPEN_LOG => {
+                let answer = reopen_log().err().map(|e| e.to_string()).unwrap_or_default();
+                self.clients[client].outgoing.extend_from_slice(&encode(REOPEN_LOG, answer.as_bytes()));
+            }
             _ => {}
         }
     }

@@ -10,18 +10,32 @@
 //! 255 end of stdin; from the shim 1 stdout, 2 stderr (a terminal's output is
 //! stdout). The shim closes the connections when the container has exited
 //! and its output is drained.
+//!
+//! The same socket takes one request that is not attach's: [`REOPEN_LOG`],
+//! CRI ReopenContainerLog. A request here rather than a signal to the shim's
+//! recorded pid: the shim's poll loop already serves this socket, the caller
+//! hears when the new file is in place (the kubelet looks at it right after),
+//! and a pid recorded for a shim that has since exited could name another
+//! process.
 
 pub mod hub;
 
 use std::fs::File;
+use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub const STDIN: u8 = 0;
 pub const STDOUT: u8 = 1;
 pub const STDERR: u8 = 2;
 pub const RESIZE: u8 = 4;
 pub const CLOSE_STDIN: u8 = 255;
+/// To the shim: close the CRI log and open (create) it again at its path, as
+/// after the kubelet renamed it away. The shim answers on the same channel:
+/// no data when done, else the error.
+pub const REOPEN_LOG: u8 = 128;
 
 /// The socket's name in the state directory.
 pub const SOCKET: &str = "attach.sock";
@@ -68,6 +82,31 @@ impl FrameReader {
     /// Bytes received but not yet a whole frame.
     pub fn pending(&self) -> usize {
         self.buffer.len()
+    }
+}
+
+/// Asks the shim at the other end of `stream` to reopen the container's log
+/// and waits for its answer (output broadcast meanwhile is skipped).
+pub fn reopen_log(mut stream: UnixStream) -> std::io::Result<()> {
+    // A shim busy with a slow disk must not hold the caller forever.
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(&encode(REOPEN_LOG, &[]))?;
+    let mut frames = FrameReader::default();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        while let Some((channel, data)) = frames.next_frame().map_err(std::io::Error::other)? {
+            if channel == REOPEN_LOG {
+                if data.is_empty() {
+                    return Ok(());
+                }
+                return Err(std::io::Error::other(String::from_utf8_lossy(&data).into_owned()));
+            }
+        }
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the shim closed the connection (the container ended)"));
+        }
+        frames.push(&buf[..n]);
     }
 }
 

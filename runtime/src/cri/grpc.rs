@@ -138,8 +138,10 @@ impl RuntimeService for CriServer {
         Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
     }
 
-    async fn reopen_container_log(&self, _: Request<cri::ReopenContainerLogRequest>) -> Reply<cri::ReopenContainerLogResponse> {
-        unimplemented("ReopenContainerLog (the shim keeps its log file open; rotate by copy-truncate)")
+    async fn reopen_container_log(&self, request: Request<cri::ReopenContainerLogRequest>) -> Reply<cri::ReopenContainerLogResponse> {
+        let id = request.into_inner().container_id;
+        self.service.reopen_log(required(&id, "container_id")?).await?;
+        Ok(Response::new(cri::ReopenContainerLogResponse {}))
     }
 
     async fn exec_sync(&self, request: Request<cri::ExecSyncRequest>) -> Reply<cri::ExecSyncResponse> {

@@ -467,6 +467,15 @@ impl CriService {
         tokio::net::UnixStream::from_std(stream).map_err(io("attaching"))
     }
 
+    /// ReopenContainerLog: the kubelet renamed the log away; the running
+    /// container's output goes to a new file at the log path from now on.
+    pub async fn reopen_log(&self, id: &str) -> Result<()> {
+        self.check_attach(id)?;
+        let inner = self.inner.clone();
+        let id = id.to_string();
+        blocking(move || Ok(inner.runtime.reopen_log(&id)?)).await
+    }
+
     /// The command that runs `args` inside the running container.
     pub fn exec_command(&self, id: &str, args: Vec<String>, tty: bool) -> Result<std::process::Command> {
         self.inner.containers.get(id)?;
