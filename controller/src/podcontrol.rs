@@ -13,10 +13,12 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use client::expectations::Expectations;
-use client::informer::Change;
+use client::informer::{Change, Informer};
+use client::object_key;
+use client::queue::WorkQueue;
 use client::is_not_found;
 
-use crate::Result;
+use crate::{pods, Result};
 
 /// Marks what the informer saw against what the controller `key` expects.
 pub fn observe(expectations: &Expectations, key: &str, change: &Change<Pod>) {
@@ -28,6 +30,31 @@ pub fn observe(expectations: &Expectations, key: &str, change: &Change<Pod>) {
         Change::Deleted(old) => expectations.deletion_observed(key, &old.uid().unwrap_or_default()),
         Change::Applied { .. } => {}
     }
+}
+
+/// Queues pod changes for the controller of `kind`: a pod it controls wakes its
+/// owner (whose expectations see the change); an orphan wakes the objects
+/// `adopters` names, which then look whether to adopt it.
+pub fn route_pod_changes(
+    pods: &Informer<Pod>,
+    kind: &'static str,
+    queue: WorkQueue,
+    expectations: Arc<Expectations>,
+    adopters: impl Fn(&Pod, &str) -> Vec<String> + Send + Sync + 'static,
+) {
+    pods.on_change(move |change| {
+        let pod = change.object();
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        match pods::controller_of(&pod.metadata) {
+            Some(owner) if owner.kind == kind => {
+                let key = object_key(Some(&namespace), &owner.name);
+                observe(&expectations, &key, change);
+                queue.add(key);
+            }
+            Some(_) => {}
+            None => adopters(pod, &namespace).into_iter().for_each(|key| queue.add(key)),
+        }
+    });
 }
 
 /// Runs `create(0..count)` in batches of 1, 2, 4, ... (Kubernetes' slow start), so

@@ -50,22 +50,12 @@ impl DaemonSetController {
             let ds = change.object();
             queue.add(object_key(ds.metadata.namespace.as_deref(), &ds.name_any()));
         });
-        let (queue, expectations, daemonsets) =
-            (controller.queue.clone(), controller.expectations.clone(), ctx.informers.daemonsets.clone());
-        ctx.informers.pods.on_change(move |change| {
-            let pod = change.object();
-            let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-            match pods::controller_of(&pod.metadata) {
-                Some(owner) if owner.kind == "DaemonSet" => {
-                    let key = object_key(Some(&namespace), &owner.name);
-                    podcontrol::observe(&expectations, &key, change);
-                    queue.add(key);
-                }
-                Some(_) => {}
-                // An orphan: every DaemonSet in its namespace looks whether to adopt it.
-                None => daemonsets.list_namespace(&namespace).iter().for_each(|ds| queue.add(object_key(Some(&namespace), &ds.name_any()))),
-            }
-        });
+        let daemonsets = ctx.informers.daemonsets.clone();
+        // An orphan: every DaemonSet in its namespace looks whether to adopt it.
+        let adopters = move |_: &Pod, namespace: &str| {
+            daemonsets.list_namespace(namespace).iter().map(|ds| object_key(Some(namespace), &ds.name_any())).collect()
+        };
+        podcontrol::route_pod_changes(&ctx.informers.pods, "DaemonSet", controller.queue.clone(), controller.expectations.clone(), adopters);
         let (queue, daemonsets) = (controller.queue.clone(), ctx.informers.daemonsets.clone());
         ctx.informers.nodes.on_change(move |change| {
             let moved = match change {

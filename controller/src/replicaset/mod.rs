@@ -36,31 +36,18 @@ impl ReplicaSetController {
             let rs = change.object();
             queue.add(object_key(rs.metadata.namespace.as_deref(), &rs.name_any()));
         });
-        let (queue, expectations, replicasets) =
-            (controller.queue.clone(), controller.expectations.clone(), ctx.informers.replicasets.clone());
-        ctx.informers.pods.on_change(move |change| {
-            let pod = change.object();
-            let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-            match pods::controller_of(&pod.metadata) {
-                Some(owner) if owner.kind == "ReplicaSet" => {
-                    let key = object_key(Some(&namespace), &owner.name);
-                    podcontrol::observe(&expectations, &key, change);
-                    queue.add(key);
-                }
-                Some(_) => {}
-                None => {
-                    // An orphan: every ReplicaSet that selects it may adopt it.
-                    for rs in replicasets.list_namespace(&namespace) {
-                        let selects = rs.spec.as_ref().is_some_and(|s| {
-                            Selector::from_label_selector(&s.selector).is_ok_and(|s| s.matches(pods::labels(&pod.metadata)))
-                        });
-                        if selects {
-                            queue.add(object_key(Some(&namespace), &rs.name_any()));
-                        }
-                    }
-                }
-            }
-        });
+        let replicasets = ctx.informers.replicasets.clone();
+        // An orphan: every ReplicaSet that selects it may adopt it.
+        let adopters = move |pod: &Pod, namespace: &str| {
+            let labels = pods::labels(&pod.metadata);
+            replicasets
+                .list_namespace(namespace)
+                .iter()
+                .filter(|rs| rs.spec.as_ref().is_some_and(|s| Selector::from_label_selector(&s.selector).is_ok_and(|s| s.matches(labels))))
+                .map(|rs| object_key(Some(namespace), &rs.name_any()))
+                .collect()
+        };
+        podcontrol::route_pod_changes(&ctx.informers.pods, "ReplicaSet", controller.queue.clone(), controller.expectations.clone(), adopters);
         controller
     }
 
