@@ -73,6 +73,11 @@ for ip in $(r8sctl get pods -l app=web -o jsonpath='{.items[*].status.podIP}'); 
   /bin/busybox wget -q -O - "http://$ip:8080/"
 done
 
+say "and through the Service's cluster IP (the node proxy's nftables rules)"
+service_ip=$(r8sctl get service web -o jsonpath='{.spec.clusterIP}')
+printf '%s: ' "$service_ip"
+/bin/busybox wget -q -O - "http://$service_ip/"
+
 if [ "${KEEP:-}" = 1 ]; then
   say "running; KUBECONFIG=$KUBECONFIG. Ctrl-C stops and removes it."
   wait "$up_pid"
