@@ -123,7 +123,7 @@ struct RunArgs {
 pub fn run(args: RuntimeArgs) -> anyhow::Result<()> {
     match args.command {
         // The re-executed entry points never return.
-        RuntimeCommand::Shim { state_dir } => runtime::shim::run(&state_dir),
+        RuntimeCommand::Shim { state_dir } => runtime::shim::run(&state_dir, runtime::shim::Creator::Service),
         RuntimeCommand::ExecInit { state_dir, process, tty } => runtime::exec::run(&state_dir, &process, tty),
         RuntimeCommand::Pause { netns, ipc, hostname, pid } => {
             runtime::sandbox::pause::run(&runtime::sandbox::PauseOptions { netns, new_ipc: ipc, hostname, new_pid: pid })

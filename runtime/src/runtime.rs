@@ -299,6 +299,9 @@ impl Runtime {
                     Err(errno) => return Err(sys("poll")(errno)),
                 }
             }
+            // A shim that `fork_shim` made is this process's child: reap it.
+            // Anyone else's is not, and this does nothing.
+            let _ = nix::sys::wait::waitpid(Pid::from_raw(pids.shim), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
         }
         let state = self.state_dir(id)?;
         match state::read_json::<ExitStatus>(&state.exit_file()).map_err(io("reading exit.json"))? {
@@ -420,9 +423,10 @@ fn single_threaded() -> bool {
     std::fs::read_dir("/proc/self/task").is_ok_and(|tasks| tasks.count() == 1)
 }
 
-/// Forks the shim's first process from this single-threaded process: it gets
-/// what `r8s runtime shim` gets (the reply pipe as fd 3, nothing else open,
-/// /dev/null as stdio when `quiet`), and waits until it has exited.
+/// Forks the shim from this single-threaded process: it gets what `r8s
+/// runtime shim` gets (the reply pipe as fd 3, nothing else open, /dev/null as
+/// stdio when `quiet`) and stays this process's child, reaped by
+/// [`Runtime::wait`] or re-parented when this process exits.
 fn fork_shim(state: &StateDir, reply_write: std::os::fd::OwnedFd, quiet: bool) -> Result<()> {
     let null = if quiet {
         Some(std::fs::File::options().read(true).write(true).open("/dev/null").map_err(io("opening /dev/null"))?)
@@ -449,12 +453,10 @@ fn fork_shim(state: &StateDir, reply_write: std::os::fd::OwnedFd, quiet: bool) -
                 // must not hold our files (locks, pipes, sockets).
                 libc::syscall(libc::SYS_close_range, REPLY_FD + 1, u32::MAX, 0);
             }
-            shim::run(state.path())
+            shim::run(state.path(), shim::Creator::ShortLived)
         }
-        nix::unistd::ForkResult::Parent { child } => {
+        nix::unistd::ForkResult::Parent { .. } => {
             drop(reply_write);
-            // The first shim process exits as soon as the detached one is forked.
-            let _ = nix::sys::wait::waitpid(child, None);
             Ok(())
         }
     }

@@ -1,5 +1,6 @@
 //! The shim: one small process per container (the re-executed r8s binary,
-//! `r8s runtime shim`), detached from whoever created the container. It creates
+//! `r8s runtime shim`, or forked by a single-threaded creator), in a session
+//! of its own so that it outlives whoever created the container. It creates
 //! the container's cgroup, launches the init, tells the creator the outcome,
 //! then copies the container's output into the CRI log and to attach clients
 //! (and their input to its stdin, see [`crate::attach`]), reaps the init and
@@ -35,22 +36,34 @@ pub enum CreateReply {
     Failed { reason: String, not_found: bool },
 }
 
-/// The shim's main. Returns only in the short-lived first process; the
-/// detached shim exits by itself.
-pub fn run(state_dir: &Path) -> ! {
+/// Who made the shim, which decides whether it detaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Creator {
+    /// A long-lived service executed `r8s runtime shim`: the shim forks once
+    /// more and the first process exits, so the service never has a child
+    /// that lives as long as the container (re-parented to the nearest
+    /// subreaper or init instead).
+    Service,
+    /// A short-lived, single-threaded process (`r8s runtime run`) forked the
+    /// shim: it reaps the shim or exits soon, so the shim needs no second fork.
+    ShortLived,
+}
+
+/// The shim's main; never returns.
+pub fn run(state_dir: &Path, creator: Creator) -> ! {
     // SAFETY: REPLY_FD was set up by the creator for us alone.
     let mut reply = Sender::<CreateReply>::from_fd(unsafe { OwnedFd::from_raw_fd(REPLY_FD) });
     // The container's processes must not inherit the creator's pipe.
     let _ = nix::fcntl::fcntl(reply.as_fd(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
-    // Detach: the first process exits at once, the second (re-parented to the
-    // nearest subreaper or init) outlives the creator.
-    // SAFETY: the shim is single-threaded.
-    match unsafe { nix::unistd::fork() } {
-        Ok(ForkResult::Parent { .. }) => std::process::exit(0),
-        Ok(ForkResult::Child) => {}
-        Err(errno) => {
-            let _ = reply.send(&CreateReply::Failed { reason: format!("fork: {errno}"), not_found: false });
-            std::process::exit(1);
+    if creator == Creator::Service {
+        // SAFETY: the shim is single-threaded.
+        match unsafe { nix::unistd::fork() } {
+            Ok(ForkResult::Parent { .. }) => std::process::exit(0),
+            Ok(ForkResult::Child) => {}
+            Err(errno) => {
+                let _ = reply.send(&CreateReply::Failed { reason: format!("fork: {errno}"), not_found: false });
+                std::process::exit(1);
+            }
         }
     }
     let _ = nix::unistd::setsid();
