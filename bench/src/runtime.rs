@@ -4,6 +4,9 @@
 //!
 //! Each runtime is run through its CLI (`r8s runtime run`, `runc run`,
 //! `crun run`), so each sample includes starting the runtime's own binary.
+//! r8s runs twice: from the same directory as runc and crun (`--rootfs`), and
+//! from its image store, where every container gets an overlay mount of its
+//! own over the image's layers (as pods do), which costs more.
 //! crun refuses hybrid cgroups while cgroup2 holds a controller, so its runs
 //! happen inside a private mount namespace with the cgroup2 mount detached:
 //! this benchmark re-executes itself there (`crun-worker`), and the host's
@@ -72,6 +75,13 @@ pub fn run(args: RuntimeBenchArgs) -> anyhow::Result<()> {
     result
 }
 
+/// Where r8s's container gets its root filesystem.
+#[derive(Clone, Copy)]
+enum R8sRoot {
+    Image,
+    Directory,
+}
+
 struct Bench {
     dir: PathBuf,
     next: AtomicUsize,
@@ -131,7 +141,10 @@ impl Bench {
         format!("r8s-bench-{runtime}-{}-{}", std::process::id(), self.next.fetch_add(1, Ordering::SeqCst))
     }
 
-    fn r8s(&self, r8s: &Path) -> Command {
+    /// `r8s runtime run` of `/bin/true`, from the image store (an overlay
+    /// mount over its layer, as pods get) or from the same directory that runc
+    /// and crun run from.
+    fn r8s(&self, r8s: &Path, root: R8sRoot) -> Command {
         let mut command = Command::new(r8s);
         command
             .args(["runtime", "run", "--name", &self.id("r8s")])
@@ -139,8 +152,12 @@ impl Bench {
             .arg(self.dir.join("r8s-state"))
             .args(["--cgroup-root", CGROUP_ROOT])
             .arg("--image-root")
-            .arg(self.dir.join("images"))
-            .args(["bench-busybox", "--", "/bin/true"]);
+            .arg(self.dir.join("images"));
+        match root {
+            R8sRoot::Image => command.arg("bench-busybox"),
+            R8sRoot::Directory => command.arg("--rootfs").arg(self.rootfs()),
+        };
+        command.args(["--", "/bin/true"]);
         command
     }
 
@@ -175,9 +192,14 @@ impl Bench {
             parallel: samples(measure(runs, PARALLELISM, |_| self.oci_runtime("runc"))?),
         });
         rows.push(Row {
-            name: "r8s runtime run (overlay rootfs from the image store)",
-            sequential: samples(measure(runs, 1, |_| Ok(self.r8s(r8s)))?),
-            parallel: samples(measure(runs, PARALLELISM, |_| Ok(self.r8s(r8s)))?),
+            name: "r8s runtime run --rootfs (the same directory as crun and runc)",
+            sequential: samples(measure(runs, 1, |_| Ok(self.r8s(r8s, R8sRoot::Directory)))?),
+            parallel: samples(measure(runs, PARALLELISM, |_| Ok(self.r8s(r8s, R8sRoot::Directory)))?),
+        });
+        rows.push(Row {
+            name: "r8s runtime run IMAGE (overlay rootfs from the image store)",
+            sequential: samples(measure(runs, 1, |_| Ok(self.r8s(r8s, R8sRoot::Image)))?),
+            parallel: samples(measure(runs, PARALLELISM, |_| Ok(self.r8s(r8s, R8sRoot::Image)))?),
         });
         println!("`/bin/true` in a container, {runs} runs each, milliseconds (lower is better):\n");
         let crun = &rows[1];

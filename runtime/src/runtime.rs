@@ -182,7 +182,7 @@ impl Runtime {
         let (reply_read, reply_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
         let quiet = !matches!(bundle.spec.output, Output::Inherit);
         if single_threaded() {
-            fork_shim(state, reply_write, quiet)?;
+            fork_shim(state, bundle, reply_write, quiet)?;
         } else {
             let mut command = Command::new(&self.config.binary);
             command.args(["runtime", "shim", "--state-dir"]).arg(state.path());
@@ -427,7 +427,7 @@ fn single_threaded() -> bool {
 /// runtime shim` gets (the reply pipe as fd 3, nothing else open, /dev/null as
 /// stdio when `quiet`) and stays this process's child, reaped by
 /// [`Runtime::wait`] or re-parented when this process exits.
-fn fork_shim(state: &StateDir, reply_write: std::os::fd::OwnedFd, quiet: bool) -> Result<()> {
+fn fork_shim(state: &StateDir, bundle: &Bundle, reply_write: std::os::fd::OwnedFd, quiet: bool) -> Result<()> {
     let null = if quiet {
         Some(std::fs::File::options().read(true).write(true).open("/dev/null").map_err(io("opening /dev/null"))?)
     } else {
@@ -453,7 +453,7 @@ fn fork_shim(state: &StateDir, reply_write: std::os::fd::OwnedFd, quiet: bool) -
                 // must not hold our files (locks, pipes, sockets).
                 libc::syscall(libc::SYS_close_range, REPLY_FD + 1, u32::MAX, 0);
             }
-            shim::run(state.path(), shim::Creator::ShortLived)
+            shim::run(state.path(), shim::Creator::ShortLived(bundle))
         }
         nix::unistd::ForkResult::Parent { .. } => {
             drop(reply_write);

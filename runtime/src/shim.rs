@@ -36,17 +36,18 @@ pub enum CreateReply {
     Failed { reason: String, not_found: bool },
 }
 
-/// Who made the shim, which decides whether it detaches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Creator {
+/// Who made the shim, which decides whether it detaches and where it finds
+/// the bundle.
+pub enum Creator<'a> {
     /// A long-lived service executed `r8s runtime shim`: the shim forks once
     /// more and the first process exits, so the service never has a child
     /// that lives as long as the container (re-parented to the nearest
     /// subreaper or init instead).
     Service,
     /// A short-lived, single-threaded process (`r8s runtime run`) forked the
-    /// shim: it reaps the shim or exits soon, so the shim needs no second fork.
-    ShortLived,
+    /// shim: it reaps the shim or exits soon, so the shim needs no second fork,
+    /// and it hands over the bundle it has just written.
+    ShortLived(&'a Bundle),
 }
 
 /// The shim's main; never returns.
@@ -55,7 +56,7 @@ pub fn run(state_dir: &Path, creator: Creator) -> ! {
     let mut reply = Sender::<CreateReply>::from_fd(unsafe { OwnedFd::from_raw_fd(REPLY_FD) });
     // The container's processes must not inherit the creator's pipe.
     let _ = nix::fcntl::fcntl(reply.as_fd(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
-    if creator == Creator::Service {
+    if let Creator::Service = creator {
         // SAFETY: the shim is single-threaded.
         match unsafe { nix::unistd::fork() } {
             Ok(ForkResult::Parent { .. }) => std::process::exit(0),
@@ -67,7 +68,12 @@ pub fn run(state_dir: &Path, creator: Creator) -> ! {
         }
     }
     let _ = nix::unistd::setsid();
-    let code = match supervise(&StateDir::new(state_dir.to_path_buf()), &mut reply) {
+    let state = StateDir::new(state_dir.to_path_buf());
+    let bundle = match creator {
+        Creator::Service => read_bundle(&state).map(std::borrow::Cow::Owned),
+        Creator::ShortLived(bundle) => Ok(std::borrow::Cow::Borrowed(bundle)),
+    };
+    let code = match bundle.and_then(|bundle| supervise(&state, &bundle, &mut reply)) {
         Ok(()) => 0,
         Err(error) => {
             let _ = reply.send(&CreateReply::Failed {
@@ -187,11 +193,14 @@ fn stdio(spec: &ContainerSpec) -> Result<Stdio, SetupError> {
     })
 }
 
-fn supervise(state: &StateDir, reply: &mut Sender<CreateReply>) -> Result<(), SetupError> {
-    nix::sys::prctl::set_child_subreaper(true).map_err(sys("becoming a subreaper"))?;
-    let bundle: Bundle = state::read_json(&state.bundle_file())
+fn read_bundle(state: &StateDir) -> Result<Bundle, SetupError> {
+    state::read_json(&state.bundle_file())
         .map_err(io("reading bundle.json"))?
-        .ok_or_else(|| SetupError::Invalid("bundle.json is missing".into()))?;
+        .ok_or_else(|| SetupError::Invalid("bundle.json is missing".into()))
+}
+
+fn supervise(state: &StateDir, bundle: &Bundle, reply: &mut Sender<CreateReply>) -> Result<(), SetupError> {
+    nix::sys::prctl::set_child_subreaper(true).map_err(sys("becoming a subreaper"))?;
     let cgroups = cgroups::detect(&bundle.cgroup_mount, &bundle.cgroup_root)?;
     let resources = bundle
         .spec
@@ -207,7 +216,7 @@ fn supervise(state: &StateDir, reply: &mut Sender<CreateReply>) -> Result<(), Se
     }
     nix::unistd::mkfifo(&state.start_fifo(), nix::sys::stat::Mode::from_bits_truncate(0o600))
         .map_err(sys("creating the start FIFO"))?;
-    give_to_container_root(&bundle, &[state.upper(), state.work(), state.start_fifo()])?;
+    give_to_container_root(bundle, &[state.upper(), state.work(), state.start_fifo()])?;
     let Stdio { container, shim } = stdio(&bundle.spec)?;
     let launched = executor::launch(Launch {
         spec: &bundle.spec,
@@ -359,11 +368,13 @@ fn wait_for_exit(
         WaitStatus::Signaled(_, signal, _) => (128 + signal as i32, Some(signal as i32)),
         _ => (255, None),
     };
-    let oom_kills = cgroups.stats(cgroup_path).map(|s| s.oom_kills).unwrap_or(0);
+    // Only a SIGKILL can be the OOM killer's; the cgroup is asked only then.
+    let killed = signal == Some(Signal::SIGKILL as i32);
+    let oom_killed = killed && cgroups.stats(cgroup_path).is_ok_and(|s| s.oom_kills > 0);
     let exit = ExitStatus {
         code,
         signal,
-        oom_killed: oom_kills > 0 && signal == Some(Signal::SIGKILL as i32),
+        oom_killed,
         reason,
         finished_at: state::now_rfc3339(),
     };
