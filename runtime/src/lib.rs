@@ -20,6 +20,7 @@ pub mod executor;
 pub mod image;
 pub mod logs;
 pub mod network;
+mod record_cache;
 pub mod runtime;
 pub mod sandbox;
 pub mod shim;

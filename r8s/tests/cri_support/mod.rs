@@ -126,7 +126,7 @@ impl Drop for Node {
                 };
                 match CriService::new(config, network).await {
                     Ok(service) => {
-                        for sandbox in service.sandboxes().unwrap_or_default() {
+                        for sandbox in service.sandboxes() {
                             if let Err(e) = service.remove_sandbox(&sandbox.id).await {
                                 eprintln!("cleanup of sandbox {}: {e}", sandbox.id);
                             }

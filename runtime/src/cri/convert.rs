@@ -133,9 +133,13 @@ pub fn container_status(record: &ContainerRecord, info: Option<&ContainerInfo>) 
 }
 
 pub fn container_matches(record: &ContainerRecord, info: Option<&ContainerInfo>, filter: &cri::ContainerFilter) -> bool {
+    record_matches(record, filter) && filter.state.as_ref().is_none_or(|s| s.state == state(info).0 as i32)
+}
+
+/// The part of the filter that the record alone decides (all but the state).
+pub fn record_matches(record: &ContainerRecord, filter: &cri::ContainerFilter) -> bool {
     (filter.id.is_empty() || record.id.starts_with(&filter.id))
         && (filter.pod_sandbox_id.is_empty() || record.sandbox_id.starts_with(&filter.pod_sandbox_id))
-        && filter.state.as_ref().is_none_or(|s| s.state == state(info).0 as i32)
         && filter.label_selector.iter().all(|(k, v)| record.config.labels.get(k) == Some(v))
 }
 

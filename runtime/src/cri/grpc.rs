@@ -78,7 +78,7 @@ impl RuntimeService for CriServer {
 
     async fn list_pod_sandbox(&self, request: Request<cri::ListPodSandboxRequest>) -> Reply<cri::ListPodSandboxResponse> {
         let filter = request.into_inner().filter.unwrap_or_default();
-        let items = self.service.sandboxes()?.iter().filter(|s| convert::sandbox_matches(s, &filter)).map(convert::sandbox).collect();
+        let items = self.service.sandboxes().iter().filter(|s| convert::sandbox_matches(s, &filter)).map(convert::sandbox).collect();
         Ok(Response::new(cri::ListPodSandboxResponse { items }))
     }
 
@@ -111,7 +111,7 @@ impl RuntimeService for CriServer {
         let filter = request.into_inner().filter.unwrap_or_default();
         let containers = self
             .service
-            .containers()?
+            .containers(|record| convert::record_matches(record, &filter))?
             .iter()
             .filter(|(record, info)| convert::container_matches(record, info.as_ref(), &filter))
             .map(|(record, info)| convert::container(record, info.as_ref()))
@@ -213,7 +213,7 @@ impl RuntimeService for CriServer {
             state: Some(cri::ContainerStateValue { state: cri::ContainerState::ContainerRunning as i32 }),
         };
         let mut stats = Vec::new();
-        for (record, info) in self.service.containers()? {
+        for (record, info) in self.service.containers(|record| convert::record_matches(record, &filter))? {
             if convert::container_matches(&record, info.as_ref(), &filter) {
                 // A container that exits meanwhile has no stats to give.
                 if let Ok((record, usage)) = self.service.container_stats(&record.id).await {
@@ -238,7 +238,7 @@ impl RuntimeService for CriServer {
             state: Some(cri::PodSandboxStateValue { state: cri::PodSandboxState::SandboxReady as i32 }),
         };
         let mut stats = Vec::new();
-        for sandbox in self.service.sandboxes()? {
+        for sandbox in self.service.sandboxes() {
             if convert::sandbox_matches(&sandbox, &filter) {
                 if let Ok((sandbox, pod, containers)) = self.service.sandbox_stats(&sandbox.id).await {
                     stats.push(convert::sandbox_stats(&sandbox, &pod, &containers));

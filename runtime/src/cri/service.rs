@@ -153,8 +153,8 @@ impl CriService {
         let inner = self.inner.clone();
         blocking(move || {
             let sandboxes: HashMap<String, SandboxRecord> =
-                inner.sandboxes.list()?.into_iter().map(|s| (s.id.clone(), s)).collect();
-            let records = inner.containers.list()?;
+                inner.sandboxes.list().into_iter().map(|s| (s.id.clone(), s)).collect();
+            let records = inner.containers.list();
             let recorded: HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
             for info in inner.runtime.list()? {
                 let ours = info.bundle.spec.oci.annotations().as_ref().is_some_and(|a| a.contains_key(SANDBOX_ANNOTATION));
@@ -214,8 +214,8 @@ impl CriService {
         Ok(self.inner.sandboxes.get(id)?)
     }
 
-    pub fn sandboxes(&self) -> Result<Vec<SandboxRecord>> {
-        Ok(self.inner.sandboxes.list()?)
+    pub fn sandboxes(&self) -> Vec<SandboxRecord> {
+        self.inner.sandboxes.list()
     }
 
     /// Stops every container of the sandbox, then the sandbox. A sandbox
@@ -247,7 +247,7 @@ impl CriService {
     }
 
     fn containers_of(&self, sandbox_id: &str) -> Result<Vec<ContainerRecord>> {
-        Ok(self.inner.containers.list()?.into_iter().filter(|c| c.sandbox_id == sandbox_id).collect())
+        Ok(self.inner.containers.matching(|c| c.sandbox_id == sandbox_id))
     }
 
     /// The pod cgroup's usage.
@@ -257,7 +257,7 @@ impl CriService {
         blocking(move || {
             let pod = inner.runtime.cgroups().stats(&sandbox.cgroup_parent)?;
             let mut containers = Vec::new();
-            for record in inner.containers.list()?.into_iter().filter(|c| c.sandbox_id == sandbox.id) {
+            for record in inner.containers.matching(|c| c.sandbox_id == sandbox.id) {
                 if let Ok(stats) = inner.runtime.stats(&record.id) {
                     containers.push((record, stats));
                 }
@@ -400,8 +400,16 @@ impl CriService {
         Ok((record, info))
     }
 
-    pub fn containers(&self) -> Result<Vec<(ContainerRecord, Option<ContainerInfo>)>> {
-        self.inner.containers.list()?.into_iter().map(|r| self.container(&r.id)).filter(|r| !matches!(r, Err(CriError::NotFound(_)))).collect()
+    /// The containers whose records `keep` holds for, with the runtime's
+    /// state of each (read only for those).
+    pub fn containers(&self, keep: impl Fn(&ContainerRecord) -> bool) -> Result<Vec<(ContainerRecord, Option<ContainerInfo>)>> {
+        self.inner
+            .containers
+            .matching(keep)
+            .into_iter()
+            .map(|r| self.container(&r.id))
+            .filter(|r| !matches!(r, Err(CriError::NotFound(_))))
+            .collect()
     }
 
     pub async fn update_resources(&self, id: &str, resources: LinuxContainerResources) -> Result<()> {

@@ -29,6 +29,7 @@ use tracing::{info, warn};
 
 use crate::cgroups::{CgroupError, Resources};
 use crate::network::{NetNs, NetnsError, NetworkError, PodNetwork, PodNetworkRequest, PortMapping};
+use crate::record_cache::RecordCache;
 use crate::runtime::Runtime;
 pub use pause::{PauseOptions, PauseProcess};
 
@@ -166,6 +167,8 @@ pub struct Sandboxes {
     settings: SandboxSettings,
     runtime: Arc<Runtime>,
     network: Option<Arc<dyn PodNetwork>>,
+    /// The records of complete sandboxes, as on disk (see [`RecordCache`]).
+    records: Arc<RecordCache<SandboxRecord>>,
 }
 
 /// What creation has made so far, undone in reverse on failure.
@@ -181,7 +184,8 @@ struct Made {
 impl Sandboxes {
     pub fn new(settings: SandboxSettings, runtime: Arc<Runtime>, network: Option<Arc<dyn PodNetwork>>) -> Result<Self> {
         std::fs::create_dir_all(&settings.root).map_err(io(format!("creating {}", settings.root.display())))?;
-        Ok(Self { settings, runtime, network })
+        let records = Arc::new(RecordCache::new(read_all(&settings.root)?.into_iter().map(|r| (r.id.clone(), r))));
+        Ok(Self { settings, runtime, network, records })
     }
 
     pub fn has_network(&self) -> bool {
@@ -340,36 +344,24 @@ impl Sandboxes {
 
     async fn save(&self, record: &SandboxRecord) -> Result<()> {
         let path = self.dir(&record.id).join(RECORD);
-        let record = record.clone();
-        tokio::task::spawn_blocking(move || crate::state::write_json(&path, &record))
+        let on_disk = record.clone();
+        tokio::task::spawn_blocking(move || crate::state::write_json(&path, &on_disk))
             .await?
-            .map_err(io("writing the sandbox record"))
+            .map_err(io("writing the sandbox record"))?;
+        self.records.insert(record.id.clone(), record.clone());
+        Ok(())
     }
 
     /// The sandbox `id`.
     pub fn get(&self, id: &str) -> Result<SandboxRecord> {
-        if !crate::config::valid_id(id) {
-            return Err(SandboxError::NotFound(id.to_string()));
-        }
-        crate::state::read_json(&self.dir(id).join(RECORD))
-            .map_err(io(format!("reading sandbox {id}")))?
-            .ok_or_else(|| SandboxError::NotFound(id.to_string()))
+        self.records.get(id).ok_or_else(|| SandboxError::NotFound(id.to_string()))
     }
 
-    /// Every complete sandbox.
-    pub fn list(&self) -> Result<Vec<SandboxRecord>> {
-        let entries = std::fs::read_dir(&self.settings.root).map_err(io("listing sandboxes"))?;
-        let mut records = Vec::new();
-        for entry in entries.flatten() {
-            let id = entry.file_name().to_string_lossy().into_owned();
-            match self.get(&id) {
-                Ok(record) => records.push(record),
-                Err(SandboxError::NotFound(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
+    /// Every complete sandbox, oldest first.
+    pub fn list(&self) -> Vec<SandboxRecord> {
+        let mut records = self.records.all();
         records.sort_by_key(|r| r.created_at);
-        Ok(records)
+        records
     }
 
     /// Stops the sandbox: kills the pause and releases its network. The
@@ -393,7 +385,8 @@ impl Sandboxes {
     pub async fn remove(&self, id: &str) -> Result<()> {
         let record = self.stop(id).await?;
         let runtime = self.runtime.clone();
-        let dir = self.dir(id);
+        let records = self.records.clone();
+        let (id, dir) = (id.to_string(), self.dir(id));
         tokio::task::spawn_blocking(move || -> Result<()> {
             if let Some(netns) = &record.netns {
                 crate::network::netns::remove_pinned(netns)?;
@@ -403,6 +396,7 @@ impl Sandboxes {
             // The record goes first: a removal cut short leaves a half-made
             // sandbox, which the next start cleans up.
             std::fs::remove_file(dir.join(RECORD)).map_err(io("removing the sandbox record"))?;
+            records.remove(&id);
             std::fs::remove_dir_all(&dir).map_err(io(format!("removing {}", dir.display())))
         })
         .await?
@@ -423,7 +417,7 @@ impl Sandboxes {
             let _ = std::fs::remove_dir_all(entry.path());
         }
         if let Some(network) = &self.network {
-            let live: HashSet<String> = self.list()?.into_iter().filter(|r| !r.stopped).map(|r| r.id).collect();
+            let live: HashSet<String> = self.list().into_iter().filter(|r| !r.stopped).map(|r| r.id).collect();
             let report = network.garbage_collect(&live).await?;
             if !report.released_addresses.is_empty() || !report.removed_links.is_empty() {
                 info!(?report, "freed the network of pod sandboxes that are gone");
@@ -431,6 +425,19 @@ impl Sandboxes {
         }
         Ok(())
     }
+}
+
+/// The records of complete sandboxes on disk, read once at start.
+fn read_all(root: &Path) -> Result<Vec<SandboxRecord>> {
+    let entries = std::fs::read_dir(root).map_err(io("listing sandboxes"))?;
+    let mut records = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path().join(RECORD);
+        if let Some(record) = crate::state::read_json(&path).map_err(io(format!("reading {}", path.display())))? {
+            records.push(record);
+        }
+    }
+    Ok(records)
 }
 
 /// Removes the pod cgroup. Right after its last processes were killed, the
