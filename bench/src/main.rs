@@ -15,6 +15,11 @@ mod store;
 
 use clap::{Parser, Subcommand};
 
+/// The same allocator as the `r8s` binary, so that what runs in process here
+/// (API server, store, scheduler, controllers) runs as it does there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "r8s-bench")]
 struct Cli {

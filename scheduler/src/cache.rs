@@ -100,6 +100,9 @@ pub struct NodeInfo {
     pub nonzero_requested: (i64, i64),
     pub pods: HashMap<String, Arc<PodInfo>>,
     pub used_ports: Vec<HostPort>,
+    /// `spec.unschedulable` (cordoned), kept here because filters read it
+    /// for every node and pod and the Node object is a pointer away.
+    pub unschedulable: bool,
     /// Pods per controller uid, for spreading the pods of one owner.
     pub owner_counts: HashMap<String, usize>,
 }
@@ -119,6 +122,7 @@ impl NodeInfo {
         let allocatable = node.status.as_ref().and_then(|s| s.allocatable.clone()).unwrap_or_default();
         self.allowed_pods = allocatable.get("pods").and_then(|q| api::quantity::Quantity::parse(&q.0).ok()).map_or(110, |q| q.value());
         self.allocatable = Resources::from_map(&allocatable);
+        self.unschedulable = node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true);
         self.node = Some(node);
     }
 

@@ -80,6 +80,10 @@ impl NodeConstraints {
 
     /// `nodeSelector` and required affinity both hold on `node`.
     pub fn admits(&self, node: &NodeInfo) -> bool {
+        // Most pods constrain nothing: then the node's labels are not even read.
+        if self.selector.is_empty() && self.required.is_none() {
+            return true;
+        }
         let labels = node.labels();
         self.selector.iter().all(|(k, v)| labels.get(k) == Some(v))
             && self.required.as_ref().is_none_or(|terms| terms.iter().any(|t| t.matches(node)))

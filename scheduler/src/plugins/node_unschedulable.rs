@@ -15,12 +15,14 @@ impl FilterPlugin for NodeUnschedulable {
     }
 
     fn filter(&self, _: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Result<(), Reasons> {
-        let cordoned = node.node.as_ref().and_then(|n| n.spec.as_ref()).and_then(|s| s.unschedulable) == Some(true);
-        let taint = Taint { key: "node.kubernetes.io/unschedulable".into(), effect: "NoSchedule".into(), ..Default::default() };
-        if cordoned && !tolerates(pod, &taint) {
-            return Err(vec!["node(s) were unschedulable".into()]);
+        if !node.unschedulable {
+            return Ok(());
         }
-        Ok(())
+        let taint = Taint { key: "node.kubernetes.io/unschedulable".into(), effect: "NoSchedule".into(), ..Default::default() };
+        if tolerates(pod, &taint) {
+            return Ok(());
+        }
+        Err(vec!["node(s) were unschedulable".into()])
     }
 }
 
