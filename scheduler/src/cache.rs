@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 
 use crate::resources::{pod_nonzero_requests, pod_requests, Resources};
 
@@ -100,9 +100,11 @@ pub struct NodeInfo {
     pub nonzero_requested: (i64, i64),
     pub pods: HashMap<String, Arc<PodInfo>>,
     pub used_ports: Vec<HostPort>,
-    /// `spec.unschedulable` (cordoned), kept here because filters read it
-    /// for every node and pod and the Node object is a pointer away.
+    /// `spec.unschedulable` (cordoned) and `spec.taints`, kept here because
+    /// filters read them for every node and pod, and the Node object is a
+    /// pointer (and a cache miss) away.
     pub unschedulable: bool,
+    pub taints: Vec<Taint>,
     /// Pods per controller uid, for spreading the pods of one owner.
     pub owner_counts: HashMap<String, usize>,
 }
@@ -123,6 +125,7 @@ impl NodeInfo {
         self.allowed_pods = allocatable.get("pods").and_then(|q| api::quantity::Quantity::parse(&q.0).ok()).map_or(110, |q| q.value());
         self.allocatable = Resources::from_map(&allocatable);
         self.unschedulable = node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true);
+        self.taints = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
         self.node = Some(node);
     }
 

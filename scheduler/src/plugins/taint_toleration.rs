@@ -32,17 +32,13 @@ pub fn tolerates(pod: &PodInfo, taint: &Taint) -> bool {
     tolerations(pod).iter().any(|t| toleration_matches(t, taint))
 }
 
-fn taints(node: &NodeInfo) -> &[Taint] {
-    node.node.as_ref().and_then(|n| n.spec.as_ref()).and_then(|s| s.taints.as_deref()).unwrap_or_default()
-}
-
 impl FilterPlugin for TaintToleration {
     fn name(&self) -> &'static str {
         "TaintToleration"
     }
 
     fn filter(&self, _: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Result<(), Reasons> {
-        let untolerated = taints(node)
+        let untolerated = node.taints
             .iter()
             .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
             .find(|t| !tolerates(pod, t));
@@ -68,7 +64,7 @@ impl ScorePlugin for TaintToleration {
             .iter()
             .filter(|t| t.effect.as_deref().is_none_or(|e| e.is_empty() || e == "PreferNoSchedule"))
             .collect();
-        taints(node)
+        node.taints
             .iter()
             .filter(|t| t.effect == "PreferNoSchedule" && !prefer.iter().any(|tol| toleration_matches(tol, t)))
             .count() as i64
