@@ -10,6 +10,7 @@ use api::k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use api::registry::RESOURCES;
 use api::validation::FieldError;
 use api::{strategy, Object};
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::resources::{Registry, ResourceType, Subresource};
@@ -126,14 +127,13 @@ pub fn invalid(group: &str, kind: &str, name: &str, errors: &[FieldError]) -> Ap
 
 /// Binds a pod (a JSON object) to the node a `Binding` names.
 pub fn bind(pod: &mut Value, binding: &Value) -> ApiResult<()> {
-    let binding: Binding = serde_json::from_value(binding.clone())
-        .map_err(|error| ApiError::bad_request(format!("invalid Binding: {error}")))?;
+    let binding = Binding::deserialize(binding).map_err(|error| ApiError::bad_request(format!("invalid Binding: {error}")))?;
     let name = binding.metadata.name.clone().unwrap_or_default();
     let errors = strategy::validate_binding(&binding);
     if !errors.is_empty() {
         return Err(invalid("", "Binding", &name, &errors));
     }
-    let mut typed_pod: Pod = serde_json::from_value(pod.clone()).map_err(ApiError::internal)?;
+    let mut typed_pod = Pod::deserialize(&*pod).map_err(ApiError::internal)?;
     use api::k8s_openapi::jiff::Timestamp;
     let now = Time(Timestamp::from_second(chrono::Utc::now().timestamp()).unwrap_or(Timestamp::UNIX_EPOCH));
     strategy::bind_pod(&mut typed_pod, &binding, now).map_err(|error| {
