@@ -98,6 +98,17 @@ impl<T: DeserializeOwned> Receiver<T> {
         Ok(Some(serde_json::from_str(&line)?))
     }
 
+    /// The next message if one has arrived, without waiting for one.
+    pub fn recv_arrived(&mut self) -> Result<Option<T>, ChannelError> {
+        if self.reader.buffer().is_empty() {
+            let mut fds = [nix::poll::PollFd::new(self.as_fd(), nix::poll::PollFlags::POLLIN)];
+            if nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).map_err(std::io::Error::from)? == 0 {
+                return Ok(None);
+            }
+        }
+        self.try_recv()
+    }
+
     pub fn as_fd(&self) -> BorrowedFd<'_> {
         self.reader.get_ref().as_fd()
     }
@@ -122,6 +133,20 @@ mod tests {
         assert_eq!(rx.recv().unwrap(), Message::Ready { pid: 7 });
         assert_eq!(rx.recv().unwrap(), Message::Failed("no".into()));
         assert!(matches!(rx.recv(), Err(ChannelError::Closed)));
+    }
+
+    /// The shim collects a message that may or may not have been sent, while
+    /// the sender still holds the channel open: it must not wait for one.
+    #[test]
+    fn recv_arrived_takes_what_is_there_and_never_waits() {
+        let (mut tx, mut rx) = channel::<Message>().unwrap();
+        assert_eq!(rx.recv_arrived().unwrap(), None);
+        tx.send(&Message::Ready { pid: 1 }).unwrap();
+        tx.send(&Message::Ready { pid: 2 }).unwrap();
+        assert_eq!(rx.recv_arrived().unwrap(), Some(Message::Ready { pid: 1 }));
+        // The second line already sits in the reader's buffer.
+        assert_eq!(rx.recv_arrived().unwrap(), Some(Message::Ready { pid: 2 }));
+        assert_eq!(rx.recv_arrived().unwrap(), None);
     }
 
     /// The child writes into the passed descriptor, whether or not it already

@@ -73,8 +73,17 @@ pub fn launch(launch: Launch) -> Result<Launched, SetupError> {
             Err(e) => break Err(SetupError::InContainer(format!("the container's setup process ended: {e}"))),
         }
     };
-    // The stage exits by itself after forking the init.
+    // The stage exits by itself after forking the init and sending its pid.
     let _ = nix::sys::wait::waitpid(stage, None);
+    // The init can report Ready before its parent, the stage, has sent its
+    // pid: once the stage is gone, the pid has arrived if it was ever sent.
+    while init.is_none() {
+        match from_children.recv_arrived() {
+            Ok(Some(SetupMessage::InitPid(pid))) => init = Some(Pid::from_raw(pid)),
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
     match (result, init) {
         (Ok(()), Some(init)) => Ok(Launched { init, messages: from_children }),
         (Ok(()), None) => Err(SetupError::InContainer("the init's pid was never reported".into())),
