@@ -83,7 +83,7 @@ fn child(process: &Process, seccomp: crate::config::SeccompPolicy, pty: Option<O
         process::enter_cwd(process)?;
         let executable = process::resolve(process)?;
         process::apply_rlimits(process)?;
-        process::drop_privileges(process, seccomp)?;
+        process::drop_privileges(process, &crate::executor::seccomp::filters(seccomp)?)?;
         Err(process::exec(&executable))
     };
     match run() {

@@ -10,6 +10,7 @@ use nix::unistd::{ForkResult, Pid};
 use oci_spec::runtime::Linux;
 
 use super::namespaces::NamespacePlan;
+use super::seccomp;
 use super::rootfs::{self, RootfsLayout};
 use super::{process, SetupError, SetupMessage, ShimReply};
 use crate::cgroups::{CgroupManager, CgroupPath};
@@ -213,10 +214,12 @@ fn init(
     // Made in the container's cgroup (inherited from the stage), so that it
     // is the namespace's root.
     plan.create_cgroup_namespace(sys)?;
+    // Compiled while the creator is still busy with `start`, not after it.
+    let seccomp = seccomp::filters(launch.spec.seccomp)?;
     to_shim.send(&SetupMessage::Ready)?;
     wait_for_start(&start_fifo)?;
     process::apply_rlimits(&process)?;
-    process::drop_privileges(&process, launch.spec.seccomp)?;
+    process::drop_privileges(&process, &seccomp)?;
     Err(process::exec(&executable))
 }
 

@@ -10,7 +10,6 @@ use caps::CapSet;
 use oci_spec::runtime::{Capabilities, PosixRlimitType, Process};
 
 use super::{seccomp, SetupError};
-use crate::config::SeccompPolicy;
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -138,7 +137,7 @@ fn caps_error(what: &str) -> impl FnOnce(caps::errors::CapsError) -> SetupError 
 /// that keeps the needed privileges until they are no longer needed:
 /// bounding set, no_new_privs, (seccomp while CAP_SYS_ADMIN is held if
 /// no_new_privs is off), user and groups, capability sets, (seccomp).
-pub fn drop_privileges(process: &Process, seccomp_policy: SeccompPolicy) -> Result<(), SetupError> {
+pub fn drop_privileges(process: &Process, filters: &[seccompiler::BpfProgram]) -> Result<(), SetupError> {
     let capabilities = process.capabilities().clone().unwrap_or_default();
     let bounding = to_caps(capabilities.bounding());
     for cap in caps::all() {
@@ -154,12 +153,8 @@ pub fn drop_privileges(process: &Process, seccomp_policy: SeccompPolicy) -> Resu
         nix::sys::prctl::set_no_new_privs()
             .map_err(|errno| SetupError::Sys { what: "setting no_new_privs".into(), errno })?;
     }
-    let filters = match seccomp_policy {
-        SeccompPolicy::RuntimeDefault => seccomp::default_profile()?,
-        SeccompPolicy::Unconfined => Vec::new(),
-    };
     if !no_new_privs {
-        seccomp::install(&filters)?;
+        seccomp::install(filters)?;
     }
     set_user(process)?;
     caps::set(None, CapSet::Effective, &caps::CapsHashSet::new()).map_err(caps_error("clearing effective"))?;
@@ -172,7 +167,7 @@ pub fn drop_privileges(process: &Process, seccomp_policy: SeccompPolicy) -> Resu
         caps::raise(None, CapSet::Ambient, cap).map_err(caps_error("raising ambient"))?;
     }
     if no_new_privs {
-        seccomp::install(&filters)?;
+        seccomp::install(filters)?;
     }
     Ok(())
 }

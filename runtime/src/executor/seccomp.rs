@@ -9,6 +9,7 @@ use seccompiler::{
 };
 
 use super::SetupError;
+use crate::config::SeccompPolicy;
 
 /// Refused outright.
 const REFUSED: &[i64] = &[
@@ -65,6 +66,14 @@ const REFUSED: &[i64] = &[
 
 /// `clone` flags that create namespaces (CLONE_NEWNS ... CLONE_NEWNET, as Docker masks them).
 const NAMESPACE_CLONE_FLAGS: u64 = 0x7E02_0000;
+
+/// The filters `policy` installs, in order (none when unconfined).
+pub fn filters(policy: SeccompPolicy) -> Result<Vec<BpfProgram>, SetupError> {
+    match policy {
+        SeccompPolicy::RuntimeDefault => default_profile(),
+        SeccompPolicy::Unconfined => Ok(Vec::new()),
+    }
+}
 
 /// The filters to install, in order. Two filters because they answer with
 /// different errors: the second makes `clone3` fail with ENOSYS, so that libc
