@@ -87,7 +87,12 @@ pub fn launch(launch: Launch) -> Result<Launched, SetupError> {
     }
     match (result, init) {
         (Ok(()), Some(init)) => Ok(Launched { init, messages: from_children }),
-        (Ok(()), None) => Err(SetupError::InContainer("the init's pid was never reported".into())),
+        (Ok(()), None) => {
+            // An init we cannot name may still be waiting for start in the
+            // container's cgroup: it must not outlive the failed create.
+            let _ = launch.cgroups.kill_all(launch.cgroup_path);
+            Err(SetupError::InContainer("the init's pid was never reported".into()))
+        }
         (Err(e), init) => {
             if let Some(init) = init {
                 let _ = nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGKILL);
