@@ -22,6 +22,8 @@ use anyhow::{bail, Context};
 use crate::stats::{ms, print_table, Samples};
 
 const PARALLELISM: usize = 10;
+/// Pause before each series (see `measure`).
+const SETTLE: Duration = Duration::from_secs(2);
 /// r8s's cgroups for the benchmark, and the parent of runc's and crun's.
 const CGROUP_ROOT: &str = "r8s-bench";
 
@@ -263,6 +265,9 @@ impl Bench {
 
 /// Runs `runs` commands, `parallel` at a time, and times each to its exit.
 fn measure(runs: usize, parallel: usize, command: impl Fn(usize) -> anyhow::Result<Command> + Sync) -> anyhow::Result<Vec<Duration>> {
+    // The kernel tears network namespaces down in a work queue after their
+    // last process is gone; the previous series' must not run during this one.
+    std::thread::sleep(SETTLE);
     let next = AtomicUsize::new(0);
     let results: Vec<anyhow::Result<Vec<Duration>>> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..parallel)
