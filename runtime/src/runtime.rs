@@ -300,8 +300,14 @@ impl Runtime {
                 }
             }
             // A shim that `fork_shim` made is this process's child: reap it.
-            // Anyone else's is not, and this does nothing.
-            let _ = nix::sys::wait::waitpid(Pid::from_raw(pids.shim), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+            // Through the pidfd, so that a recycled pid can never make this
+            // reap another child; for anyone else's shim it does nothing.
+            // SAFETY: siginfo_t is plain data, valid all zero, and waitid
+            // only writes into it.
+            unsafe {
+                let mut info: libc::siginfo_t = std::mem::zeroed();
+                libc::waitid(libc::P_PIDFD, pidfd.as_raw_fd() as libc::id_t, &mut info, libc::WEXITED | libc::WNOHANG);
+            }
         }
         let state = self.state_dir(id)?;
         match state::read_json::<ExitStatus>(&state.exit_file()).map_err(io("reading exit.json"))? {
