@@ -200,8 +200,14 @@ fn remove_cgroups(layout: &Layout, problems: &mut Vec<String>) -> usize {
         }
     }
     let mut count = 0;
+    let root = layout.cgroup_root();
     for hierarchy in cgroup_hierarchies() {
-        remove_tree(&hierarchy.join(layout.cgroup_root()), &mut count, problems);
+        remove_tree(&hierarchy.join(&root), &mut count, problems);
+        // The parent of every cluster's subtree goes with the last cluster;
+        // while another cluster uses it, the rmdir fails and it stays.
+        if let Some(parent) = Path::new(&root).parent().filter(|p| !p.as_os_str().is_empty()) {
+            let _ = std::fs::remove_dir(hierarchy.join(parent));
+        }
     }
     count
 }
