@@ -178,9 +178,14 @@ struct Placement {
 /// All nodes and placed pods.
 #[derive(Debug, Default)]
 pub struct Cache {
-    nodes: HashMap<String, NodeInfo>,
-    /// Names of nodes that exist, in a stable order for round-robin search.
-    order: Vec<String>,
+    /// Every node known: those that exist, and those only named by placed pods.
+    /// A vector, so that filtering thousands of nodes per pod walks memory in
+    /// order instead of hashing a name per node.
+    nodes: Vec<NodeInfo>,
+    /// Where each node's entry is in `nodes`.
+    slots: HashMap<String, usize>,
+    /// Entries of nodes that exist, in a stable order for round-robin search.
+    order: Vec<usize>,
     placements: HashMap<String, Placement>,
     /// Keys of placed pods with required anti-affinity (they constrain every pod).
     anti_affinity_pods: HashMap<String, String>,
@@ -193,34 +198,64 @@ impl Cache {
 
     pub fn set_node(&mut self, node: Arc<Node>) {
         let name = node.metadata.name.clone().unwrap_or_default();
-        let info = self.nodes.entry(name.clone()).or_insert_with(|| NodeInfo::new(&name));
-        if info.node.is_none() {
-            self.order.push(name);
+        let slot = self.slot_for(&name);
+        if self.nodes[slot].node.is_none() {
+            self.order.push(slot);
         }
-        info.set_node(node);
+        self.nodes[slot].set_node(node);
     }
 
     pub fn remove_node(&mut self, name: &str) {
-        self.order.retain(|n| n != name);
-        if let Some(info) = self.nodes.get_mut(name) {
-            info.node = None;
-            if info.pods.is_empty() {
-                self.nodes.remove(name);
+        let Some(&slot) = self.slots.get(name) else { return };
+        self.order.retain(|&s| s != slot);
+        self.nodes[slot].node = None;
+        self.forget_if_unused(slot);
+    }
+
+    /// The entry for `name`, made empty if there is none.
+    fn slot_for(&mut self, name: &str) -> usize {
+        if let Some(&slot) = self.slots.get(name) {
+            return slot;
+        }
+        self.nodes.push(NodeInfo::new(name));
+        self.slots.insert(name.to_string(), self.nodes.len() - 1);
+        self.nodes.len() - 1
+    }
+
+    /// Drops the entry of a node that neither exists nor has pods; the last
+    /// entry moves into its place.
+    fn forget_if_unused(&mut self, slot: usize) {
+        if self.nodes[slot].node.is_some() || !self.nodes[slot].pods.is_empty() {
+            return;
+        }
+        let last = self.nodes.len() - 1;
+        let gone = self.nodes.swap_remove(slot);
+        self.slots.remove(&gone.name);
+        if slot != last {
+            self.slots.insert(self.nodes[slot].name.clone(), slot);
+            if let Some(entry) = self.order.iter_mut().find(|s| **s == last) {
+                *entry = slot;
             }
         }
     }
 
-    /// Nodes that exist, in search order.
-    pub fn node_names(&self) -> &[String] {
-        &self.order
+    /// How many nodes exist.
+    pub fn node_count(&self) -> usize {
+        self.order.len()
+    }
+
+    /// The existing node at `position` in search order (`position < node_count()`).
+    pub fn node_at(&self, position: usize) -> &NodeInfo {
+        &self.nodes[self.order[position]]
     }
 
     pub fn node(&self, name: &str) -> Option<&NodeInfo> {
-        self.nodes.get(name).filter(|n| n.node.is_some())
+        self.slots.get(name).map(|&slot| &self.nodes[slot]).filter(|n| n.node.is_some())
     }
 
+    /// Nodes that exist, in search order.
     pub fn nodes(&self) -> impl Iterator<Item = &NodeInfo> {
-        self.order.iter().filter_map(|name| self.nodes.get(name))
+        self.order.iter().map(|&slot| &self.nodes[slot])
     }
 
     /// A pod the watch shows bound to `node` (confirming it if it was assumed).
@@ -240,7 +275,8 @@ impl Cache {
             self.anti_affinity_pods.insert(pod.key.clone(), node.to_string());
         }
         self.placements.insert(pod.key.clone(), Placement { node: node.to_string(), assumed_at });
-        self.nodes.entry(node.to_string()).or_insert_with(|| NodeInfo::new(node)).add_pod(pod);
+        let slot = self.slot_for(node);
+        self.nodes[slot].add_pod(pod);
     }
 
     pub fn is_placed(&self, key: &str) -> bool {
@@ -251,11 +287,9 @@ impl Cache {
     pub fn remove_pod(&mut self, key: &str) {
         let Some(placement) = self.placements.remove(key) else { return };
         self.anti_affinity_pods.remove(key);
-        if let Some(info) = self.nodes.get_mut(&placement.node) {
-            info.remove_pod(key);
-            if info.node.is_none() && info.pods.is_empty() {
-                self.nodes.remove(&placement.node);
-            }
+        if let Some(&slot) = self.slots.get(&placement.node) {
+            self.nodes[slot].remove_pod(key);
+            self.forget_if_unused(slot);
         }
     }
 
@@ -275,8 +309,44 @@ impl Cache {
     /// Placed pods with required anti-affinity, with their nodes.
     pub fn pods_with_anti_affinity(&self) -> impl Iterator<Item = (&PodInfo, &NodeInfo)> {
         self.anti_affinity_pods.iter().filter_map(|(key, node)| {
-            let info = self.nodes.get(node)?;
+            let info = &self.nodes[*self.slots.get(node)?];
             Some((info.pods.get(key)?.as_ref(), info))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::testing::*;
+
+    fn names(cache: &Cache) -> Vec<&str> {
+        cache.nodes().map(|n| n.name.as_str()).collect()
+    }
+
+    #[test]
+    fn removed_nodes_leave_the_search_and_keep_their_pods_until_those_go() {
+        let mut cache = cache_with(vec![node("a", "1", "1Gi", &[]), node("b", "1", "1Gi", &[]), node("c", "1", "1Gi", &[])]);
+        let pod = Arc::new(info(pod("p", "100m", "10Mi")));
+        cache.add_bound_pod(pod.clone(), "a");
+
+        cache.remove_node("a");
+        assert_eq!(names(&cache), ["b", "c"]);
+        assert!(cache.node("a").is_none(), "a node that is gone is not offered");
+        assert!(cache.is_placed(&pod.key), "its pod is still counted until the watch says it went");
+
+        // The pod goes: the entry goes, and the others are still found by name.
+        cache.remove_pod(&pod.key);
+        cache.remove_node("b");
+        assert_eq!(names(&cache), ["c"]);
+        assert_eq!(cache.node_count(), 1);
+        assert_eq!(cache.node_at(0).name, "c");
+        assert_eq!(cache.node("c").map(|n| n.name.as_str()), Some("c"));
+
+        // A node that comes back is searched again, with what was placed on it.
+        cache.add_bound_pod(pod.clone(), "b");
+        cache.set_node(Arc::new(node("b", "1", "1Gi", &[])));
+        assert_eq!(names(&cache), ["c", "b"]);
+        assert_eq!(cache.node("b").map(|n| n.pods.len()), Some(1));
     }
 }

@@ -3,7 +3,7 @@
 //! pick the best). A plugin is one type implementing the points it needs.
 
 use std::any::Any;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::cache::{Cache, NodeInfo, PodInfo};
@@ -15,16 +15,22 @@ pub const MAX_NODE_SCORE: i64 = 100;
 /// PreScore compute once for all nodes).
 #[derive(Default)]
 pub struct CycleState {
-    values: HashMap<&'static str, Box<dyn Any + Send + Sync>>,
+    /// A handful of entries, read once per plugin and node: a short list scanned
+    /// in order costs less than hashing the key every time.
+    values: Vec<(&'static str, Box<dyn Any + Send + Sync>)>,
 }
 
 impl CycleState {
     pub fn write<T: Any + Send + Sync>(&mut self, key: &'static str, value: T) {
-        self.values.insert(key, Box::new(value));
+        let value: Box<dyn Any + Send + Sync> = Box::new(value);
+        match self.values.iter_mut().find(|(k, _)| *k == key) {
+            Some(entry) => entry.1 = value,
+            None => self.values.push((key, value)),
+        }
     }
 
     pub fn read<T: Any>(&self, key: &'static str) -> Option<&T> {
-        self.values.get(key)?.downcast_ref()
+        self.values.iter().find(|(k, _)| *k == key)?.1.downcast_ref()
     }
 }
 
@@ -145,8 +151,7 @@ impl Framework {
     /// Runs PreFilter and Filter over the nodes, starting at `start` and going round,
     /// until enough feasible nodes are found.
     pub fn find_feasible<'a>(&self, state: &mut CycleState, pod: &PodInfo, cache: &'a Cache, start: usize) -> Result<Filtered<'a>, FitError> {
-        let names = cache.node_names();
-        let all = names.len();
+        let all = cache.node_count();
         for plugin in &self.pre_filter {
             if let Err(reason) = plugin.pre_filter(state, pod, cache) {
                 return Err(FitError { nodes: all, reasons: BTreeMap::from([(reason, all)]) });
@@ -161,7 +166,7 @@ impl Framework {
                 break;
             }
             processed += 1;
-            let Some(node) = cache.node(&names[(start + offset) % all]) else { continue };
+            let node = cache.node_at((start + offset) % all);
             match self.filter.iter().try_for_each(|plugin| plugin.filter(state, pod, node)) {
                 Ok(()) => feasible.push(node),
                 Err(node_reasons) => node_reasons.into_iter().for_each(|r| *reasons.entry(r).or_default() += 1),

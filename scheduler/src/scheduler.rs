@@ -221,7 +221,7 @@ impl Scheduler {
         let mut state = CycleState::default();
         let start = self.next_start.load(Ordering::Relaxed);
         let filtered = self.framework.find_feasible(&mut state, pod, cache, start)?;
-        let all = cache.node_names().len().max(1);
+        let all = cache.node_count().max(1);
         self.next_start.store((start + filtered.processed) % all, Ordering::Relaxed);
         if let [only] = filtered.feasible.as_slice() {
             return Ok(only.name.clone());

@@ -135,12 +135,10 @@ impl PostFilterPlugin for DefaultPreemption {
             plugin.pre_filter(&mut state, pod, cache).ok()?;
         }
         let candidates: Vec<Candidate> = cache
-            .node_names()
-            .iter()
-            .filter_map(|name| {
-                let node = cache.node(name)?;
+            .nodes()
+            .filter_map(|node| {
                 let victims = self.victims_on(&state, pod, node)?;
-                Some(Candidate { node: name.clone(), victims })
+                Some(Candidate { node: node.name.clone(), victims })
             })
             .collect();
         let chosen = pick(candidates)?;
