@@ -190,6 +190,11 @@ impl LabelSelector {
         api::selector::Selector::parse(selector).map(Self).map_err(|e| e.to_string())
     }
 
+    /// True when the selector requires nothing.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn matches(&self, labels: &serde_json::Map<String, Value>) -> bool {
         if self.0.is_empty() {
             return true;

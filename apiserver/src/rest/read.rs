@@ -53,6 +53,11 @@ impl Selection {
     pub fn matches(&self, object: &Value) -> bool {
         self.labels.matches(&objects::labels(object)) && self.fields.matches(object)
     }
+
+    /// True when no selector was given: every object matches.
+    pub fn is_everything(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
+    }
 }
 
 /// One page of a list.

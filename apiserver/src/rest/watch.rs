@@ -42,6 +42,12 @@ impl Encoder {
     /// The watch event a store event is for this watch, if any: objects
     /// entering the selection are ADDED, leaving it DELETED, as in Kubernetes.
     fn translate(&self, event: &WatchEvent) -> ApiResult<Option<(&'static str, Value)>> {
+        if self.selection.is_everything() && event.kind != EventKind::Delete {
+            // Without a selector, the previous object only tells ADDED from
+            // MODIFIED, and its presence says that: no need to parse it.
+            let event_type = if event.prev.is_some() { "MODIFIED" } else { "ADDED" };
+            return Ok(Some((event_type, objects::from_kv(&event.kv)?)));
+        }
         let previous = match &event.prev {
             Some(prev) => Some(objects::from_bytes_at(&prev.value, event.revision())?),
             None => None,
