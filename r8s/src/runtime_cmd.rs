@@ -183,11 +183,7 @@ fn run_container(rt: &Runtime, image_root: &std::path::Path, args: RunArgs) -> a
     };
     let seccomp = if args.unconfined { SeccompPolicy::Unconfined } else { SeccompPolicy::RuntimeDefault };
     let spec = ContainerSpec { id: id.clone(), rootfs, oci, seccomp, output, stdin: Default::default() };
-    rt.create(spec)?;
-    if let Err(e) = rt.start(&id) {
-        let _ = rt.delete(&id, true);
-        return Err(e.into());
-    }
+    rt.create_started(spec)?;
     if args.detach {
         println!("{id}");
         return Ok(());

@@ -34,6 +34,17 @@ pub struct ContainerSpec {
     pub stdin: StdinMode,
 }
 
+/// When a created container's program starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Start {
+    /// When `start` is called: `create`, then `start`, as the CRI does.
+    #[default]
+    OnRequest,
+    /// As soon as the container is set up, as `runc run` does: no start FIFO
+    /// and no round trip to the creator.
+    AtOnce,
+}
+
 /// The container's stdin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum StdinMode {

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::attach;
 use crate::cgroups::{self, CgroupError, CgroupManager, Stats};
 use crate::channel::{self, Receiver};
-use crate::config::{valid_id, ContainerSpec, Output};
+use crate::config::{valid_id, ContainerSpec, Output, Start};
 use crate::shim::{self, CreateReply, REPLY_FD};
 use crate::state::{self, Bundle, ExitStatus, Pids, StateDir};
 
@@ -147,6 +147,18 @@ impl Runtime {
     /// the init waiting for `start`. A program that does not exist is reported
     /// here (`Create { not_found: true }`). A failed create leaves nothing.
     pub fn create(&self, spec: ContainerSpec) -> Result<ContainerInfo> {
+        self.create_with(spec, Start::OnRequest)
+    }
+
+    /// Creates the container and starts its program as soon as it is set up,
+    /// as `runc run` does: one step where `create` and `start` take two.
+    pub fn create_started(&self, spec: ContainerSpec) -> Result<ContainerInfo> {
+        let mut info = self.create_with(spec, Start::AtOnce)?;
+        info.status = Status::Running;
+        Ok(info)
+    }
+
+    fn create_with(&self, spec: ContainerSpec, start: Start) -> Result<ContainerInfo> {
         let id = spec.id.clone();
         let state = self.state_dir(&id)?;
         match std::fs::create_dir(state.path()) {
@@ -165,6 +177,7 @@ impl Runtime {
             cgroup_mount: self.config.cgroup_mount.clone(),
             cgroup_root: self.config.cgroup_root.clone(),
             cgroup_path,
+            start,
         };
         let created = state::write_json(&state.bundle_file(), &bundle)
             .map_err(io("writing bundle.json"))

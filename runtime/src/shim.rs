@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::cgroups::{self, CgroupManager, Resources};
 use crate::channel::{Receiver, Sender};
 use crate::attach::{self, hub::Hub};
-use crate::config::{ContainerSpec, Output, StdinMode};
+use crate::config::{ContainerSpec, Output, Start, StdinMode};
 use crate::executor::{self, Launch, SetupError, SetupMessage};
 use crate::logs::{CriLogWriter, Stream};
 use crate::state::{self, Bundle, ExitStatus, Pids, StateDir};
@@ -214,9 +214,13 @@ fn supervise(state: &StateDir, bundle: &Bundle, reply: &mut Sender<CreateReply>)
     for dir in [state.rootfs(), state.upper(), state.work()] {
         std::fs::create_dir_all(&dir).map_err(io("creating the root filesystem directories"))?;
     }
-    nix::unistd::mkfifo(&state.start_fifo(), nix::sys::stat::Mode::from_bits_truncate(0o600))
-        .map_err(sys("creating the start FIFO"))?;
-    give_to_container_root(bundle, &[state.upper(), state.work(), state.start_fifo()])?;
+    let mut owned_by_the_container = vec![state.upper(), state.work()];
+    if bundle.start == Start::OnRequest {
+        nix::unistd::mkfifo(&state.start_fifo(), nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .map_err(sys("creating the start FIFO"))?;
+        owned_by_the_container.push(state.start_fifo());
+    }
+    give_to_container_root(bundle, &owned_by_the_container)?;
     let Stdio { container, shim } = stdio(&bundle.spec)?;
     let launched = executor::launch(Launch {
         spec: &bundle.spec,
@@ -224,6 +228,7 @@ fn supervise(state: &StateDir, bundle: &Bundle, reply: &mut Sender<CreateReply>)
         cgroups: cgroups.as_ref(),
         cgroup_path: &bundle.cgroup_path,
         stdio: container,
+        start: bundle.start,
     })?;
     // Listening before the creator hears of the container, so that an attach
     // right after create finds the socket.

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::config::ContainerSpec;
+use crate::config::{ContainerSpec, Start};
 
 /// What the shim and exec need to find: the spec and where its cgroup is.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -26,6 +26,8 @@ pub struct Bundle {
     pub cgroup_root: String,
     /// Relative to the cgroup root.
     pub cgroup_path: PathBuf,
+    #[serde(default)]
+    pub start: Start,
 }
 
 /// The processes of a created container.

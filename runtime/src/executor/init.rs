@@ -15,7 +15,7 @@ use super::rootfs::{self, RootfsLayout};
 use super::{process, SetupError, SetupMessage, ShimReply};
 use crate::cgroups::{CgroupManager, CgroupPath};
 use crate::channel::{channel, Receiver, Sender};
-use crate::config::ContainerSpec;
+use crate::config::{ContainerSpec, Start};
 use crate::state::StateDir;
 use crate::syscall::{LinuxSyscall, Syscall};
 
@@ -27,6 +27,8 @@ pub struct Launch<'a> {
     pub cgroup_path: &'a CgroupPath,
     /// The container's stdin, stdout and stderr.
     pub stdio: [OwnedFd; 3],
+    /// Whether the init waits at the start FIFO before it executes the program.
+    pub start: Start,
 }
 
 /// A container whose init is set up and waits to be started.
@@ -181,8 +183,13 @@ fn init(
     nix::unistd::setsid().map_err(|errno| SetupError::Sys { what: "setsid".into(), errno })?;
     // The FIFO is opened (as a path only) while the state directory is still
     // visible; after the pivot it is reached through /proc/self/fd.
-    let start_fifo = nix::fcntl::open(&launch.state.start_fifo(), OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(|errno| SetupError::Sys { what: "opening the start FIFO".into(), errno })?;
+    let start_fifo = match launch.start {
+        Start::OnRequest => Some(
+            nix::fcntl::open(&launch.state.start_fifo(), OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(|errno| SetupError::Sys { what: "opening the start FIFO".into(), errno })?,
+        ),
+        Start::AtOnce => None,
+    };
     if plan.create_mount {
         let layout = RootfsLayout {
             source: &launch.spec.rootfs,
@@ -222,7 +229,9 @@ fn init(
     // Compiled while the creator is still busy with `start`, not after it.
     let seccomp = seccomp::filters(launch.spec.seccomp)?;
     to_shim.send(&SetupMessage::Ready)?;
-    wait_for_start(&start_fifo)?;
+    if let Some(fifo) = &start_fifo {
+        wait_for_start(fifo)?;
+    }
     process::apply_rlimits(&process)?;
     process::drop_privileges(&process, &seccomp)?;
     Err(process::exec(&executable))
