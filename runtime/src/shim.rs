@@ -210,7 +210,6 @@ fn supervise(state: &StateDir, bundle: &Bundle, reply: &mut Sender<CreateReply>)
         .and_then(|l| l.resources().as_ref())
         .map(Resources::from_oci)
         .unwrap_or_default();
-    cgroups.create(&bundle.cgroup_path, &resources)?;
     for dir in [state.rootfs(), state.upper(), state.work()] {
         std::fs::create_dir_all(&dir).map_err(io("creating the root filesystem directories"))?;
     }
@@ -227,6 +226,7 @@ fn supervise(state: &StateDir, bundle: &Bundle, reply: &mut Sender<CreateReply>)
         state,
         cgroups: cgroups.as_ref(),
         cgroup_path: &bundle.cgroup_path,
+        resources: &resources,
         stdio: container,
         start: bundle.start,
     })?;

@@ -13,7 +13,7 @@ use super::namespaces::NamespacePlan;
 use super::seccomp;
 use super::rootfs::{self, RootfsLayout};
 use super::{process, SetupError, SetupMessage, ShimReply};
-use crate::cgroups::{CgroupManager, CgroupPath};
+use crate::cgroups::{CgroupManager, CgroupPath, Resources};
 use crate::channel::{channel, Receiver, Sender};
 use crate::config::{ContainerSpec, Start};
 use crate::state::StateDir;
@@ -24,7 +24,9 @@ pub struct Launch<'a> {
     pub spec: &'a ContainerSpec,
     pub state: &'a StateDir,
     pub cgroups: &'a dyn CgroupManager,
+    /// Created by `launch`, while the stage makes the namespaces.
     pub cgroup_path: &'a CgroupPath,
+    pub resources: &'a Resources,
     /// The container's stdin, stdout and stderr.
     pub stdio: [OwnedFd; 3],
     /// Whether the init waits at the start FIFO before it executes the program.
@@ -61,6 +63,15 @@ pub fn launch(launch: Launch) -> Result<Launched, SetupError> {
     };
     drop(to_shim);
     drop(from_shim);
+    // The cgroup is made here while the stage makes the namespaces (the
+    // network namespace alone takes about half a millisecond): the stage
+    // joins it only once it exists.
+    if let Err(error) = launch.cgroups.create(launch.cgroup_path, launch.resources) {
+        drop(to_stage);
+        let _ = nix::sys::wait::waitpid(stage, None);
+        return Err(error.into());
+    }
+    to_stage.send(&ShimReply::CgroupReady)?;
     let mut init = None;
     let result = loop {
         match from_children.recv() {
@@ -144,22 +155,37 @@ fn stage(
     to_shim: &mut Sender<SetupMessage>,
     mut from_shim: Receiver<ShimReply>,
 ) -> Result<(), SetupError> {
-    // Into the container's cgroup first, while still the host's root (before
-    // any user namespace); the init inherits it at fork.
-    launch.cgroups.add_self(launch.cgroup_path)?;
     let sys = LinuxSyscall;
+    // With nothing to join and no user namespace, the new namespaces come
+    // first, while the shim is still making the cgroup.
+    let early = plan.can_create_before_joining();
+    if early {
+        plan.create_others(&sys)?;
+    }
+    // Into the container's cgroup while still the host's root (before any
+    // user namespace) and in the host's mounts; the init inherits it at fork.
+    match from_shim.recv()? {
+        ShimReply::CgroupReady => {}
+        other => return Err(SetupError::Invalid(format!("expected the cgroup, got {other:?}"))),
+    }
+    launch.cgroups.add_self(launch.cgroup_path)?;
     plan.join(&sys)?;
     if plan.create_user {
         plan.create_user_namespace(&sys)?;
         to_shim.send(&SetupMessage::NeedIdMaps)?;
-        let ShimReply::IdMapsWritten = from_shim.recv()?;
+        match from_shim.recv()? {
+            ShimReply::IdMapsWritten => {}
+            other => return Err(SetupError::Invalid(format!("expected the id maps, got {other:?}"))),
+        }
         let root = nix::unistd::Uid::from_raw(0);
         let root_group = nix::unistd::Gid::from_raw(0);
         nix::unistd::setresgid(root_group, root_group, root_group)
             .and_then(|()| nix::unistd::setresuid(root, root, root))
             .map_err(|errno| SetupError::Sys { what: "becoming root in the user namespace".into(), errno })?;
     }
-    plan.create_others(&sys)?;
+    if !early {
+        plan.create_others(&sys)?;
+    }
     // SAFETY: the stage is single-threaded.
     match unsafe { nix::unistd::fork() }.map_err(|errno| SetupError::Sys { what: "fork".into(), errno })? {
         ForkResult::Child => run_child(to_shim, |to_shim| init(launch, plan, &sys, to_shim)),

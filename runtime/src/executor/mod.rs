@@ -72,5 +72,7 @@ pub enum SetupMessage {
 /// The shim's answers to the stage.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ShimReply {
+    /// The container's cgroup exists, with its limits: the stage may join it.
+    CgroupReady,
     IdMapsWritten,
 }

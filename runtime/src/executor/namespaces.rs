@@ -84,6 +84,14 @@ impl NamespacePlan {
         Ok(plan)
     }
 
+    /// True when the new namespaces may be made before the stage joins the
+    /// container's cgroup: nothing to join (a joined mount namespace may not
+    /// show the cgroup filesystem) and no user namespace (the cgroup is joined
+    /// while still the host's root).
+    pub fn can_create_before_joining(&self) -> bool {
+        self.join.is_empty() && !self.create_user
+    }
+
     /// Creates the cgroup namespace (from the init, in its cgroup).
     pub fn create_cgroup_namespace(&self, sys: &dyn Syscall) -> Result<(), NamespaceError> {
         if !self.create_cgroup {
