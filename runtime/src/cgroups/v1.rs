@@ -1,6 +1,7 @@
 //! cgroup v1: one hierarchy per controller, `<mount>/<controller>/<root>/<path>`.
 
-use std::path::PathBuf;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::unistd::Pid;
@@ -16,11 +17,16 @@ const CONTROLLERS: [&str; 5] = ["memory", "cpu", "cpuacct", "pids", "freezer"];
 pub struct CgroupV1 {
     mount: PathBuf,
     root: String,
+    /// The controllers of `CONTROLLERS` that are distinct hierarchies
+    /// (co-mounted controllers share one directory): found once, as every
+    /// operation walks them.
+    hierarchies: Vec<&'static str>,
 }
 
 impl CgroupV1 {
     pub fn new(mount: PathBuf, root: &str) -> Self {
-        Self { mount, root: root.to_string() }
+        let hierarchies = distinct_hierarchies(&mount);
+        Self { mount, root: root.to_string(), hierarchies }
     }
 
     fn root_of(&self, controller: &str) -> PathBuf {
@@ -31,18 +37,8 @@ impl CgroupV1 {
         fs::below(&self.root_of(controller), path)
     }
 
-    /// The distinct hierarchies (co-mounted controllers share one directory).
-    fn hierarchies(&self) -> Vec<&'static str> {
-        let mut seen: Vec<PathBuf> = Vec::new();
-        CONTROLLERS
-            .into_iter()
-            .filter(|c| {
-                let real = std::fs::canonicalize(self.mount.join(c)).unwrap_or_else(|_| self.mount.join(c));
-                let new = !seen.contains(&real);
-                seen.push(real);
-                new
-            })
-            .collect()
+    fn hierarchies(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.hierarchies.iter().copied()
     }
 
     fn apply(&self, path: &CgroupPath, resources: &Resources) -> Result<(), CgroupError> {
@@ -70,6 +66,26 @@ impl CgroupV1 {
         }
         Ok(())
     }
+}
+
+/// The controllers whose directories under `mount` are distinct: `cpu` and
+/// `cpuacct` are often links to one co-mounted `cpu,cpuacct` directory. A
+/// directory is told by its device and inode (one `stat` each, where resolving
+/// the links would read every component of the path).
+fn distinct_hierarchies(mount: &Path) -> Vec<&'static str> {
+    let mut seen: Vec<(u64, u64)> = Vec::new();
+    CONTROLLERS
+        .into_iter()
+        .filter(|controller| match std::fs::metadata(mount.join(controller)) {
+            Ok(dir) => {
+                let id = (dir.dev(), dir.ino());
+                let new = !seen.contains(&id);
+                seen.push(id);
+                new
+            }
+            Err(_) => true,
+        })
+        .collect()
 }
 
 impl CgroupManager for CgroupV1 {
@@ -150,7 +166,6 @@ impl CgroupManager for CgroupV1 {
 
     fn directories(&self, path: &CgroupPath) -> Vec<PathBuf> {
         self.hierarchies()
-            .into_iter()
             .filter_map(|c| self.dir(c, path).ok())
             .collect()
     }
