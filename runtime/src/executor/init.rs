@@ -41,42 +41,57 @@ pub struct Launched {
     pub messages: Receiver<SetupMessage>,
 }
 
-/// Forks the stage and the init, answers the stage's requests, and returns
-/// once the init is ready or has failed. Must be called from a
-/// single-threaded process: the children run ordinary Rust after `fork`.
+/// Forks the init (through the stage, when the spec needs one), answers the
+/// children's requests, and returns once the init is ready or has failed.
+/// Must be called from a single-threaded process: the children run ordinary
+/// Rust after `fork`.
+///
+/// Without namespaces to join, a user namespace or a time namespace, the
+/// shim's own child is the init: the shim moves only its future children into
+/// a new PID namespace (`unshare(CLONE_NEWPID)` leaves the caller where it
+/// is), and the child makes the other namespaces itself. Otherwise a stage
+/// makes them and forks the init, which its PID namespace needs.
 pub fn launch(launch: Launch) -> Result<Launched, SetupError> {
     let linux = launch.spec.oci.linux().clone().unwrap_or_default();
     let plan = NamespacePlan::from_spec(&linux)?;
+    let direct = plan.init_can_be_forked_directly();
+    if direct {
+        plan.create_pid_namespace_for_children(&LinuxSyscall)?;
+    }
     let (to_shim, mut from_children) = channel::<SetupMessage>()?;
     let (mut to_stage, from_shim) = channel::<ShimReply>()?;
     // SAFETY: the caller is single-threaded (see above).
-    let stage = match unsafe { nix::unistd::fork() }
+    let child = match unsafe { nix::unistd::fork() }
         .map_err(|errno| SetupError::Sys { what: "fork".into(), errno })?
     {
         ForkResult::Child => {
             drop(from_children);
             drop(to_stage);
             let mut to_shim = to_shim;
-            run_child(&mut to_shim, |to_shim| stage(&launch, &plan, to_shim, from_shim));
+            if direct {
+                run_child(&mut to_shim, |to_shim| direct_init(&launch, &plan, to_shim, from_shim))
+            } else {
+                run_child(&mut to_shim, |to_shim| stage(&launch, &plan, to_shim, from_shim))
+            }
         }
         ForkResult::Parent { child } => child,
     };
     drop(to_shim);
     drop(from_shim);
-    // The cgroup is made here while the stage makes the namespaces (the
-    // network namespace alone takes about half a millisecond): the stage
+    // The cgroup is made here while the child makes the namespaces (the
+    // network namespace alone takes about half a millisecond): the child
     // joins it only once it exists.
     if let Err(error) = launch.cgroups.create(launch.cgroup_path, launch.resources) {
         drop(to_stage);
-        let _ = nix::sys::wait::waitpid(stage, None);
+        let _ = nix::sys::wait::waitpid(child, None);
         return Err(error.into());
     }
     to_stage.send(&ShimReply::CgroupReady)?;
-    let mut init = None;
+    let (stage, mut init) = if direct { (None, Some(child)) } else { (Some(child), None) };
     let result = loop {
         match from_children.recv() {
             Ok(SetupMessage::NeedIdMaps) => {
-                write_id_maps(stage, &linux)?;
+                write_id_maps(child, &linux)?;
                 to_stage.send(&ShimReply::IdMapsWritten)?;
             }
             Ok(SetupMessage::InitPid(pid)) => init = Some(Pid::from_raw(pid)),
@@ -87,15 +102,17 @@ pub fn launch(launch: Launch) -> Result<Launched, SetupError> {
             Err(e) => break Err(SetupError::InContainer(format!("the container's setup process ended: {e}"))),
         }
     };
-    // The stage exits by itself after forking the init and sending its pid.
-    let _ = nix::sys::wait::waitpid(stage, None);
-    // The init can report Ready before its parent, the stage, has sent its
-    // pid: once the stage is gone, the pid has arrived if it was ever sent.
-    while init.is_none() {
-        match from_children.recv_arrived() {
-            Ok(Some(SetupMessage::InitPid(pid))) => init = Some(Pid::from_raw(pid)),
-            Ok(Some(_)) => {}
-            Ok(None) | Err(_) => break,
+    if let Some(stage) = stage {
+        // The stage exits by itself after forking the init and sending its pid.
+        let _ = nix::sys::wait::waitpid(stage, None);
+        // The init can report Ready before its parent, the stage, has sent its
+        // pid: once the stage is gone, the pid has arrived if it was ever sent.
+        while init.is_none() {
+            match from_children.recv_arrived() {
+                Ok(Some(SetupMessage::InitPid(pid))) => init = Some(Pid::from_raw(pid)),
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
         }
     }
     match (result, init) {
@@ -156,19 +173,9 @@ fn stage(
     mut from_shim: Receiver<ShimReply>,
 ) -> Result<(), SetupError> {
     let sys = LinuxSyscall;
-    // With nothing to join and no user namespace, the new namespaces come
-    // first, while the shim is still making the cgroup.
-    let early = plan.can_create_before_joining();
-    if early {
-        plan.create_others(&sys)?;
-    }
     // Into the container's cgroup while still the host's root (before any
     // user namespace) and in the host's mounts; the init inherits it at fork.
-    match from_shim.recv()? {
-        ShimReply::CgroupReady => {}
-        other => return Err(SetupError::Invalid(format!("expected the cgroup, got {other:?}"))),
-    }
-    launch.cgroups.add_self(launch.cgroup_path)?;
+    join_cgroup(launch, &mut from_shim)?;
     plan.join(&sys)?;
     if plan.create_user {
         plan.create_user_namespace(&sys)?;
@@ -183,9 +190,7 @@ fn stage(
             .and_then(|()| nix::unistd::setresuid(root, root, root))
             .map_err(|errno| SetupError::Sys { what: "becoming root in the user namespace".into(), errno })?;
     }
-    if !early {
-        plan.create_others(&sys)?;
-    }
+    plan.create_others(&sys)?;
     // SAFETY: the stage is single-threaded.
     match unsafe { nix::unistd::fork() }.map_err(|errno| SetupError::Sys { what: "fork".into(), errno })? {
         ForkResult::Child => run_child(to_shim, |to_shim| init(launch, plan, &sys, to_shim)),
@@ -194,6 +199,30 @@ fn stage(
             Ok(())
         }
     }
+}
+
+/// The shim's child as the init: already the first process of its PID
+/// namespace, it makes the others while the shim makes the cgroup.
+fn direct_init(
+    launch: &Launch,
+    plan: &NamespacePlan,
+    to_shim: &mut Sender<SetupMessage>,
+    mut from_shim: Receiver<ShimReply>,
+) -> Result<(), SetupError> {
+    let sys = LinuxSyscall;
+    plan.create_others_but_pid(&sys)?;
+    join_cgroup(launch, &mut from_shim)?;
+    init(launch, plan, &sys, to_shim)
+}
+
+/// Waits until the shim has made the container's cgroup, then moves the
+/// caller into it.
+fn join_cgroup(launch: &Launch, from_shim: &mut Receiver<ShimReply>) -> Result<(), SetupError> {
+    match from_shim.recv()? {
+        ShimReply::CgroupReady => {}
+        other => return Err(SetupError::Invalid(format!("expected the cgroup, got {other:?}"))),
+    }
+    Ok(launch.cgroups.add_self(launch.cgroup_path)?)
 }
 
 /// The init: root filesystem, hostname, program, wait for start, execve.

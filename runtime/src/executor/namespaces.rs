@@ -84,12 +84,33 @@ impl NamespacePlan {
         Ok(plan)
     }
 
-    /// True when the new namespaces may be made before the stage joins the
-    /// container's cgroup: nothing to join (a joined mount namespace may not
-    /// show the cgroup filesystem) and no user namespace (the cgroup is joined
-    /// while still the host's root).
-    pub fn can_create_before_joining(&self) -> bool {
-        self.join.is_empty() && !self.create_user
+    /// True when the shim's own child can be the init, with no stage between:
+    /// nothing to join (a joined mount namespace may not show the cgroup
+    /// filesystem), no user namespace (it must own the PID namespace, and its
+    /// maps are written while the stage waits), no time namespace (its offsets
+    /// must be set before its first process starts).
+    pub fn init_can_be_forked_directly(&self) -> bool {
+        self.join.is_empty() && !self.create_user && !self.create.contains(CLONE_NEWTIME)
+    }
+
+    /// Makes the caller's next child the first process of a new PID namespace,
+    /// if the spec asks for one; the caller stays where it is.
+    pub fn create_pid_namespace_for_children(&self, sys: &dyn Syscall) -> Result<(), NamespaceError> {
+        let flags = CloneFlags::CLONE_NEWPID;
+        if !self.create.contains(flags) {
+            return Ok(());
+        }
+        sys.unshare(flags).map_err(|errno| NamespaceError::Create { flags, errno })
+    }
+
+    /// Creates the new namespaces but the PID namespace, from the process that
+    /// is already the first of it.
+    pub fn create_others_but_pid(&self, sys: &dyn Syscall) -> Result<(), NamespaceError> {
+        let flags = self.create.difference(CloneFlags::CLONE_NEWPID);
+        if flags.is_empty() {
+            return Ok(());
+        }
+        sys.unshare(flags).map_err(|errno| NamespaceError::Create { flags, errno })
     }
 
     /// Creates the cgroup namespace (from the init, in its cgroup).
