@@ -7,10 +7,14 @@
 //! r8s runs twice: from the same directory as runc and crun (`--rootfs`), and
 //! from its image store, where every container gets an overlay mount of its
 //! own over the image's layers (as pods do), which costs more.
-//! crun refuses hybrid cgroups while cgroup2 holds a controller, so its runs
-//! happen inside a private mount namespace with the cgroup2 mount detached:
-//! this benchmark re-executes itself there (`crun-worker`), and the host's
-//! mounts stay as they are.
+//! crun refuses hybrid cgroups while cgroup2 holds a controller, so the runs
+//! happen inside a private mount namespace with the cgroup2 mount detached
+//! (this benchmark re-executes itself there, `compare`; the host's mounts
+//! stay as they are), all runtimes alike.
+//!
+//! This VM's speed drifts by a quarter within minutes, so the runtimes take
+//! turns: every round runs each of them once (or one batch of 10 each), in
+//! an order that rotates from round to round, and drift lands on all alike.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -22,8 +26,10 @@ use anyhow::{bail, Context};
 use crate::stats::{ms, print_table, Samples};
 
 const PARALLELISM: usize = 10;
-/// Pause before each series (see `measure`).
-const SETTLE: Duration = Duration::from_secs(2);
+/// Pause before each parallel batch: the kernel tears network namespaces down
+/// in a work queue after their last process is gone, and the previous batch's
+/// must not run during the next one.
+const SETTLE: Duration = Duration::from_millis(500);
 /// r8s's cgroups for the benchmark, and the parent of runc's and crun's.
 const CGROUP_ROOT: &str = "r8s-bench";
 
@@ -41,27 +47,16 @@ pub struct RuntimeBenchArgs {
 
 #[derive(clap::Subcommand)]
 enum Worker {
-    /// (internal) Time crun runs from inside the private mount namespace and
-    /// print one sample per line, in nanoseconds.
+    /// (internal) Runs the comparison from inside the private mount namespace
+    /// and prints the table.
     #[command(hide = true)]
-    CrunWorker {
+    Compare {
         #[arg(long)]
         dir: PathBuf,
-        #[arg(long)]
-        runs: usize,
-        #[arg(long)]
-        parallel: usize,
     },
 }
 
 pub fn run(args: RuntimeBenchArgs) -> anyhow::Result<()> {
-    if let Some(Worker::CrunWorker { dir, runs, parallel }) = args.worker {
-        let bench = Bench::at(dir);
-        for sample in measure(runs, parallel, |_| bench.oci_runtime("crun"))? {
-            println!("{}", sample.as_nanos());
-        }
-        return Ok(());
-    }
     let r8s = match args.r8s {
         Some(path) => path,
         None => std::env::current_exe()?.with_file_name("r8s"),
@@ -69,11 +64,14 @@ pub fn run(args: RuntimeBenchArgs) -> anyhow::Result<()> {
     if !r8s.is_file() {
         bail!("{} not found: build it first (cargo build --release -p r8s) or pass --r8s", r8s.display());
     }
+    if let Some(Worker::Compare { dir }) = args.worker {
+        return Bench::at(dir).compare(&r8s, args.runs);
+    }
     let dir = tempfile::Builder::new().prefix("r8s-bench-").tempdir()?;
     let bench = Bench::at(dir.path().to_path_buf());
     let _run = Tmpfs::mount(&bench.run_dir())?;
     bench.prepare(&r8s)?;
-    let result = bench.compare(&r8s, args.runs);
+    let result = bench.compare_in_private_mount_namespace(&r8s, args.runs);
     bench.remove_cgroups();
     result
 }
@@ -88,13 +86,6 @@ enum R8sRoot {
 struct Bench {
     dir: PathBuf,
     next: AtomicUsize,
-}
-
-/// Timings of one runtime: one at a time, and `PARALLELISM` at a time.
-struct Row {
-    name: &'static str,
-    sequential: Samples,
-    parallel: Samples,
 }
 
 impl Bench {
@@ -193,48 +184,45 @@ impl Bench {
             c.args(["--fork", "--pid", "--mount", "--uts", "--ipc", "--net", "/bin/true"]);
             Ok(c)
         };
-        let mut rows = Vec::new();
-        rows.push(Row {
-            name: "floor: unshare --fork --pid --mount --uts --ipc --net /bin/true",
-            sequential: samples(measure(runs, 1, |_| floor())?),
-            parallel: samples(measure(runs, PARALLELISM, |_| floor())?),
-        });
-        rows.push(Row {
-            name: "crun run",
-            sequential: self.crun_in_private_mount_namespace(runs, 1)?,
-            parallel: self.crun_in_private_mount_namespace(runs, PARALLELISM)?,
-        });
-        rows.push(Row {
-            name: "runc run",
-            sequential: samples(measure(runs, 1, |_| self.oci_runtime("runc"))?),
-            parallel: samples(measure(runs, PARALLELISM, |_| self.oci_runtime("runc"))?),
-        });
-        rows.push(Row {
-            name: "r8s runtime run --rootfs (the same directory as crun and runc)",
-            sequential: samples(measure(runs, 1, |_| Ok(self.r8s(r8s, R8sRoot::Directory)))?),
-            parallel: samples(measure(runs, PARALLELISM, |_| Ok(self.r8s(r8s, R8sRoot::Directory)))?),
-        });
-        rows.push(Row {
-            name: "r8s runtime run IMAGE (overlay rootfs from the image store)",
-            sequential: samples(measure(runs, 1, |_| Ok(self.r8s(r8s, R8sRoot::Image)))?),
-            parallel: samples(measure(runs, PARALLELISM, |_| Ok(self.r8s(r8s, R8sRoot::Image)))?),
-        });
+        let runtimes: Vec<(&'static str, Box<dyn Fn() -> anyhow::Result<Command> + Sync + '_>)> = vec![
+            ("floor: unshare --fork --pid --mount --uts --ipc --net /bin/true", Box::new(floor)),
+            ("crun run", Box::new(|| self.oci_runtime("crun"))),
+            ("runc run", Box::new(|| self.oci_runtime("runc"))),
+            ("r8s runtime run --rootfs (the same directory as crun and runc)", Box::new(|| Ok(self.r8s(r8s, R8sRoot::Directory)))),
+            ("r8s runtime run IMAGE (overlay rootfs from the image store)", Box::new(|| Ok(self.r8s(r8s, R8sRoot::Image)))),
+        ];
+        let mut sequential = vec![Samples::default(); runtimes.len()];
+        let mut parallel = vec![Samples::default(); runtimes.len()];
+        for round in 0..runs {
+            for turn in 0..runtimes.len() {
+                let which = (round + turn) % runtimes.len();
+                sequential[which].extend(samples(measure(1, 1, |_| (runtimes[which].1)())?));
+            }
+        }
+        for round in 0..runs.div_ceil(PARALLELISM) {
+            for turn in 0..runtimes.len() {
+                let which = (round + turn) % runtimes.len();
+                std::thread::sleep(SETTLE);
+                parallel[which].extend(samples(measure(PARALLELISM, PARALLELISM, |_| (runtimes[which].1)())?));
+            }
+        }
         println!("`/bin/true` in a container, {runs} runs each, milliseconds (lower is better):\n");
-        let crun = &rows[1];
         let ratio = |samples: &Samples, base: &Samples| {
             format!("{:.2}x", samples.percentile(50.0).as_secs_f64() / base.percentile(50.0).as_secs_f64())
         };
-        let table: Vec<Vec<String>> = rows
+        let (crun_sequential, crun_parallel) = (&sequential[1], &parallel[1]);
+        let table: Vec<Vec<String>> = runtimes
             .iter()
-            .map(|row| {
+            .zip(sequential.iter().zip(&parallel))
+            .map(|((name, _), (one, many))| {
                 vec![
-                    row.name.to_string(),
-                    ms(row.sequential.percentile(50.0)),
-                    ms(row.sequential.percentile(90.0)),
-                    ratio(&row.sequential, &crun.sequential),
-                    ms(row.parallel.percentile(50.0)),
-                    ms(row.parallel.percentile(90.0)),
-                    ratio(&row.parallel, &crun.parallel),
+                    name.to_string(),
+                    ms(one.percentile(50.0)),
+                    ms(one.percentile(90.0)),
+                    ratio(one, crun_sequential),
+                    ms(many.percentile(50.0)),
+                    ms(many.percentile(90.0)),
+                    ratio(many, crun_parallel),
                 ]
             })
             .collect();
@@ -245,26 +233,20 @@ impl Bench {
         Ok(())
     }
 
-    /// Runs the crun worker in a private mount namespace without the cgroup2 mount.
-    fn crun_in_private_mount_namespace(&self, runs: usize, parallel: usize) -> anyhow::Result<Samples> {
+    /// Runs `compare` again in a private mount namespace without the cgroup2 mount.
+    fn compare_in_private_mount_namespace(&self, r8s: &Path, runs: usize) -> anyhow::Result<()> {
         let me = std::env::current_exe()?;
         let script = format!(
-            "umount /sys/fs/cgroup/unified && exec '{}' runtime crun-worker --dir '{}' --runs {runs} --parallel {parallel}",
+            "umount /sys/fs/cgroup/unified && exec '{}' runtime --r8s '{}' --runs {runs} compare --dir '{}'",
             me.display(),
+            r8s.display(),
             self.dir.display()
         );
-        let out = Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
-            .stderr(Stdio::inherit())
-            .output()?;
-        if !out.status.success() {
-            bail!("crun worker failed: {}", out.status);
+        let status = Command::new("unshare").args(["--mount", "--propagation", "private", "sh", "-c", &script]).status()?;
+        if !status.success() {
+            bail!("the comparison failed: {status}");
         }
-        let durations = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|line| line.trim().parse().map(Duration::from_nanos))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(samples(durations))
+        Ok(())
     }
 
     /// Removes the cgroups the benchmark's containers left (their parents).
@@ -281,9 +263,6 @@ impl Bench {
 
 /// Runs `runs` commands, `parallel` at a time, and times each to its exit.
 fn measure(runs: usize, parallel: usize, command: impl Fn(usize) -> anyhow::Result<Command> + Sync) -> anyhow::Result<Vec<Duration>> {
-    // The kernel tears network namespaces down in a work queue after their
-    // last process is gone; the previous series' must not run during this one.
-    std::thread::sleep(SETTLE);
     let next = AtomicUsize::new(0);
     let results: Vec<anyhow::Result<Vec<Duration>>> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..parallel)
