@@ -83,6 +83,9 @@ enum R8sRoot {
     Directory,
 }
 
+/// Makes the command for one run of a runtime.
+type CommandFactory<'a> = Box<dyn Fn() -> anyhow::Result<Command> + Sync + 'a>;
+
 struct Bench {
     dir: PathBuf,
     next: AtomicUsize,
@@ -184,7 +187,7 @@ impl Bench {
             c.args(["--fork", "--pid", "--mount", "--uts", "--ipc", "--net", "/bin/true"]);
             Ok(c)
         };
-        let runtimes: Vec<(&'static str, Box<dyn Fn() -> anyhow::Result<Command> + Sync + '_>)> = vec![
+        let runtimes: Vec<(&'static str, CommandFactory)> = vec![
             ("floor: unshare --fork --pid --mount --uts --ipc --net /bin/true", Box::new(floor)),
             ("crun run", Box::new(|| self.oci_runtime("crun"))),
             ("runc run", Box::new(|| self.oci_runtime("runc"))),

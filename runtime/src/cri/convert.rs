@@ -155,7 +155,7 @@ fn memory(stats: &Stats, now: i64) -> cri::MemoryUsage {
     let usage = Some(cri::UInt64Value { value: stats.memory_usage_bytes });
     cri::MemoryUsage {
         timestamp: now,
-        working_set_bytes: usage.clone(),
+        working_set_bytes: usage,
         usage_bytes: usage,
         available_bytes: stats.memory_limit_bytes.map(|limit| cri::UInt64Value { value: limit.saturating_sub(stats.memory_usage_bytes) }),
         ..Default::default()

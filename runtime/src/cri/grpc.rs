@@ -68,7 +68,7 @@ impl RuntimeService for CriServer {
 
     async fn pod_sandbox_status(&self, request: Request<cri::PodSandboxStatusRequest>) -> Reply<cri::PodSandboxStatusResponse> {
         let id = request.into_inner().pod_sandbox_id;
-        let record = self.service.sandbox(required(&id, "pod_sandbox_id")?).map_err(CriError::from)?;
+        let record = self.service.sandbox(required(&id, "pod_sandbox_id")?)?;
         Ok(Response::new(cri::PodSandboxStatusResponse {
             status: Some(convert::sandbox_status(&record)),
             timestamp: crate::sandbox::now_nanos(),
