@@ -24,7 +24,7 @@ pub struct Launch<'a> {
     pub spec: &'a ContainerSpec,
     pub state: &'a StateDir,
     pub cgroups: &'a dyn CgroupManager,
-    /// Created by `launch`, while the stage makes the namespaces.
+    /// Created by `launch` while its child makes the namespaces.
     pub cgroup_path: &'a CgroupPath,
     pub resources: &'a Resources,
     /// The container's stdin, stdout and stderr.
