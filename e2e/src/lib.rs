@@ -36,7 +36,7 @@ pub fn r8s_bin() -> PathBuf {
 
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
-    assert_eq!(unsafe { libc::geteuid() }, 0, "whole-cluster tests need root");
+    assert_eq!(unsafe { libc::geteuid() }, 0, "these tests make namespaces, mounts and cgroups: they need root");
 }
 
 /// A cluster of `r8s up --nodes N`, removed with `r8s down` on drop.

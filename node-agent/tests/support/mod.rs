@@ -34,21 +34,8 @@ pub const IMAGE: &str = "busybox:1.36";
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
-/// The r8s binary (built by `cargo build -p r8s`), or `R8S_BIN`.
-pub fn r8s_bin() -> PathBuf {
-    if let Ok(path) = std::env::var("R8S_BIN") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().expect("test binary path");
-    let bin = exe.parent().and_then(Path::parent).expect("target dir").join("r8s");
-    assert!(bin.exists(), "{} is missing: run `cargo build -p r8s` first (or set R8S_BIN)", bin.display());
-    bin
-}
-
-pub fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(unsafe { libc::geteuid() }, 0, "the node agent's e2e tests need root");
-}
+/// Shared with the whole-cluster tests.
+pub use e2e::{r8s_bin, require_root};
 
 /// A child process killed (SIGKILL) and reaped on drop.
 pub struct Process(pub Child);
