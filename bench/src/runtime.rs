@@ -194,21 +194,21 @@ impl Bench {
             ("r8s runtime run --rootfs (the same directory as crun and runc)", Box::new(|| Ok(self.r8s(r8s, R8sRoot::Directory)))),
             ("r8s runtime run IMAGE (overlay rootfs from the image store)", Box::new(|| Ok(self.r8s(r8s, R8sRoot::Image)))),
         ];
-        let mut sequential = vec![Samples::default(); runtimes.len()];
-        let mut parallel = vec![Samples::default(); runtimes.len()];
-        for round in 0..runs {
-            for turn in 0..runtimes.len() {
-                let which = (round + turn) % runtimes.len();
-                sequential[which].extend(samples(measure(1, 1, |_| (runtimes[which].1)())?));
+        // Each round runs every runtime once, `batch` containers at a time,
+        // in an order that rotates from round to round.
+        let take_turns = |rounds: usize, batch: usize, pause: Duration| -> anyhow::Result<Vec<Samples>> {
+            let mut all = vec![Samples::default(); runtimes.len()];
+            for round in 0..rounds {
+                for turn in 0..runtimes.len() {
+                    let which = (round + turn) % runtimes.len();
+                    std::thread::sleep(pause);
+                    all[which].extend(samples(measure(batch, batch, |_| (runtimes[which].1)())?));
+                }
             }
-        }
-        for round in 0..runs.div_ceil(PARALLELISM) {
-            for turn in 0..runtimes.len() {
-                let which = (round + turn) % runtimes.len();
-                std::thread::sleep(SETTLE);
-                parallel[which].extend(samples(measure(PARALLELISM, PARALLELISM, |_| (runtimes[which].1)())?));
-            }
-        }
+            Ok(all)
+        };
+        let sequential = take_turns(runs, 1, Duration::ZERO)?;
+        let parallel = take_turns(runs.div_ceil(PARALLELISM), PARALLELISM, SETTLE)?;
         println!("`/bin/true` in a container, {runs} runs each, milliseconds (lower is better):\n");
         let ratio = |samples: &Samples, base: &Samples| {
             format!("{:.2}x", samples.percentile(50.0).as_secs_f64() / base.percentile(50.0).as_secs_f64())
