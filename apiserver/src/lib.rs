@@ -5,6 +5,7 @@
 
 pub mod allocator;
 pub mod discovery;
+pub mod health;
 pub mod metrics;
 pub mod model;
 pub mod objects;

@@ -158,6 +158,14 @@ impl Store for TimedStore {
     async fn compact(&self, revision: Revision) -> store::Result<()> {
         self.timed("compact", self.inner.compact(revision)).await
     }
+
+    async fn check_live(&self) -> store::Result<()> {
+        self.inner.check_live().await
+    }
+
+    async fn check_ready(&self) -> store::Result<()> {
+        self.inner.check_ready().await
+    }
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use crate::allocator::ServiceRanges;
 use crate::metrics::{Metrics, TimedStore};
 use crate::resources::Registry;
 use crate::system_services::{self, SystemServices};
-use crate::{discovery, model, objects, openapi, rest};
+use crate::{discovery, health, model, objects, openapi, rest};
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -55,6 +55,7 @@ pub struct AppState {
     pub config: Config,
     /// For what the server proxies to node agents (`pods/log`).
     pub http: reqwest::Client,
+    pub health_log: health::HealthLog,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -67,12 +68,15 @@ const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-node-lease"
 pub fn router(store: Arc<dyn Store>, config: Config) -> Router {
     let metrics = Arc::new(Metrics::default());
     let store: Arc<dyn Store> = Arc::new(TimedStore { inner: store, metrics: metrics.clone() });
-    let state = Arc::new(AppState { store, registry: model::registry(), metrics, config, http: reqwest::Client::new() });
+    let state = Arc::new(AppState { store, registry: model::registry(), metrics, config, http: reqwest::Client::new(), health_log: Default::default() });
     Router::new()
         .route("/version", get(version))
-        .route("/healthz", get(ok))
-        .route("/livez", get(ok))
-        .route("/readyz", get(ok))
+        .route("/healthz", get(health::healthz))
+        .route("/livez", get(health::livez))
+        .route("/readyz", get(health::readyz))
+        .route("/healthz/{check}", get(health::healthz_check))
+        .route("/livez/{check}", get(health::livez_check))
+        .route("/readyz/{check}", get(health::readyz_check))
         .route("/metrics", get(serve_metrics))
         .route("/api", get(discovery::core_versions))
         .route("/apis", get(discovery::groups))
@@ -154,10 +158,6 @@ async fn version() -> impl IntoResponse {
         "compiler": "rustc",
         "platform": format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
     }))
-}
-
-async fn ok() -> &'static str {
-    "ok"
 }
 
 async fn serve_metrics(State(state): State<SharedState>) -> impl IntoResponse {

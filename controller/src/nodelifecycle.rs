@@ -1,8 +1,14 @@
 //! The node lifecycle controller: a node whose agent stopped renewing its Lease
-//! for the grace period turns `Ready=Unknown` and gets the
+//! for the grace period turns `Ready=Unknown`, its pods turn `Ready=False` at
+//! once (so they leave Services' endpoints), and it gets the
 //! `node.kubernetes.io/unreachable:NoExecute` taint (a node reporting not ready
 //! gets `not-ready`); the taint goes when the node is Ready again. Its taint
 //! manager evicts pods from NoExecute-tainted nodes once their tolerations run out.
+//!
+//! The grace period counts from the controller's own start too, as Kubernetes'
+//! does from its first look at a node: a control plane that was down for a
+//! while (restarted, or resumed with its cluster) gives every agent the time
+//! to renew its Lease before it judges the node.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -56,13 +62,15 @@ fn ready_condition(node: &Node) -> Option<&NodeCondition> {
     node.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready")
 }
 
-/// Judges a node from its Ready condition and its Lease.
-pub fn health(node: &Node, lease: Option<&Lease>, now: Timestamp, grace: Duration) -> Health {
+/// Judges a node from its Ready condition and its Lease; `watching_since`
+/// is when this controller started looking.
+pub fn health(node: &Node, lease: Option<&Lease>, now: Timestamp, watching_since: Timestamp, grace: Duration) -> Health {
     let condition = ready_condition(node);
     let heartbeat = [
         lease.and_then(|l| l.spec.as_ref()).and_then(|s| s.renew_time.as_ref()).map(|t| t.0),
         condition.and_then(|c| c.last_heartbeat_time.as_ref()).map(|t| t.0),
         node.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        Some(watching_since),
     ]
     .into_iter()
     .flatten()
@@ -130,14 +138,22 @@ pub fn eviction_time(pod: &Pod, taints: &[Taint], default_toleration_seconds: i6
     earliest
 }
 
+/// Whether a pod on an unreachable node still claims to be Ready, and must be
+/// marked not ready (as Kubernetes' `MarkPodsNotReady` does).
+pub fn needs_not_ready_mark(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|conditions| conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
 pub struct NodeLifecycleController {
     ctx: SharedContext,
     settings: Settings,
+    started: Timestamp,
 }
 
 impl NodeLifecycleController {
     pub fn new(ctx: SharedContext, settings: Settings) -> Arc<Self> {
-        Arc::new(Self { ctx, settings })
+        Arc::new(Self { ctx, settings, started: client::time::now().0 })
     }
 
     /// Checks every node each monitor period (the Lease, not a watch event, is
@@ -156,12 +172,16 @@ impl NodeLifecycleController {
         let now = client::time::now().0;
         let nodes = self.ctx.informers.nodes.list();
         let mut tainted: HashMap<String, Vec<Taint>> = HashMap::new();
+        let mut unreachable = Vec::new();
         for node in &nodes {
             let name = node.name_any();
             let lease = self.ctx.informers.node_leases.get(Some(NODE_LEASE_NAMESPACE), &name);
-            let health = health(node, lease.as_deref(), now, self.settings.grace_period);
-            if health == Health::Unreachable && ready_condition(node).is_none_or(|c| c.status != "Unknown") {
-                self.mark_unknown(node).await?;
+            let health = health(node, lease.as_deref(), now, self.started, self.settings.grace_period);
+            if health == Health::Unreachable {
+                if ready_condition(node).is_none_or(|c| c.status != "Unknown") {
+                    self.mark_unknown(node).await?;
+                }
+                unreachable.push(name.clone());
             }
             let wanted = desired_taints(node, health, now);
             if wanted != taints(node) {
@@ -174,8 +194,46 @@ impl NodeLifecycleController {
                 tainted.insert(name, no_execute);
             }
         }
+        if !unreachable.is_empty() {
+            self.mark_pods_not_ready(&unreachable).await?;
+        }
         if !tainted.is_empty() {
             self.evict(&tainted, now).await?;
+        }
+        Ok(())
+    }
+
+    /// Turns `Ready` False on the pods of nodes nobody hears from: their agent
+    /// cannot say so itself, and Services must stop sending them traffic now,
+    /// not when the pods are evicted minutes later.
+    async fn mark_pods_not_ready(&self, nodes: &[String]) -> Result<()> {
+        for pod in self.ctx.informers.pods.list() {
+            let on_unreachable = pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some_and(|n| nodes.contains(n));
+            if !on_unreachable || !needs_not_ready_mark(&pod) {
+                continue;
+            }
+            let now = client::time::now();
+            let conditions: Vec<_> = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|mut c| {
+                    if c.type_ == "Ready" && c.status == "True" {
+                        c.status = "False".into();
+                        c.last_transition_time = Some(now.clone());
+                    }
+                    c
+                })
+                .collect();
+            let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), pod.metadata.namespace.as_deref().unwrap_or_default());
+            let patch = json!({ "metadata": { "resourceVersion": pod.resource_version() }, "status": { "conditions": conditions } });
+            match api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await {
+                Err(error) if !is_not_found(&error) && !client::is_conflict(&error) => return Err(error.into()),
+                Err(_) => {}
+                Ok(_) => self.ctx.recorder.emit(reference_to(pod.as_ref()), EventType::Warning, "NodeNotReady", "Node is not ready".into()),
+            }
         }
         Ok(())
     }
@@ -266,9 +324,32 @@ mod tests {
 
     #[test]
     fn a_node_whose_lease_is_stale_is_unreachable() {
-        assert_eq!(health(&node("True", 0), Some(&lease(100)), at(130), GRACE), Health::Ready);
-        assert_eq!(health(&node("True", 0), Some(&lease(100)), at(141), GRACE), Health::Unreachable);
-        assert_eq!(health(&node("False", 0), Some(&lease(100)), at(110), GRACE), Health::NotReady);
+        assert_eq!(health(&node("True", 0), Some(&lease(100)), at(130), at(0), GRACE), Health::Ready);
+        assert_eq!(health(&node("True", 0), Some(&lease(100)), at(141), at(0), GRACE), Health::Unreachable);
+        assert_eq!(health(&node("False", 0), Some(&lease(100)), at(110), at(0), GRACE), Health::NotReady);
+    }
+
+    #[test]
+    fn a_controller_that_just_started_gives_every_node_the_grace_period() {
+        // The control plane was down from 100 to 200: the Lease is old, but
+        // the agent has not had its chance to renew it yet.
+        assert_eq!(health(&node("True", 0), Some(&lease(100)), at(210), at(200), GRACE), Health::Ready);
+        assert_eq!(health(&node("True", 0), Some(&lease(100)), at(241), at(200), GRACE), Health::Unreachable);
+    }
+
+    #[test]
+    fn only_ready_pods_that_stay_are_marked_not_ready() {
+        let pod = |ready: &str, deleting: bool| {
+            let mut pod: Pod = serde_json::from_value(json!({"status": {"conditions": [{"type": "Ready", "status": ready}]}})).unwrap();
+            if deleting {
+                pod.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(5)));
+            }
+            pod
+        };
+        assert!(needs_not_ready_mark(&pod("True", false)));
+        assert!(!needs_not_ready_mark(&pod("False", false)));
+        assert!(!needs_not_ready_mark(&pod("True", true)));
+        assert!(!needs_not_ready_mark(&Pod::default()));
     }
 
     #[test]

@@ -26,9 +26,17 @@ pub struct Sockets {
 
 impl Sockets {
     pub async fn bind(address: SocketAddr) -> std::io::Result<Sockets> {
-        let udp = UdpSocket::bind(address).await?;
-        let tcp = TcpListener::bind(udp.local_addr()?).await?;
-        Ok(Sockets { udp, tcp })
+        // With port 0 the kernel picks a free UDP port, which TCP may have in
+        // use: then pick again, a few times.
+        let mut tries = if address.port() == 0 { 20 } else { 1 };
+        loop {
+            let udp = UdpSocket::bind(address).await?;
+            match TcpListener::bind(udp.local_addr()?).await {
+                Ok(tcp) => return Ok(Sockets { udp, tcp }),
+                Err(error) if error.kind() == std::io::ErrorKind::AddrInUse && tries > 1 => tries -= 1,
+                Err(error) => return Err(error),
+            }
+        }
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {

@@ -1,8 +1,8 @@
 //! The raft store as separate `r8s server` processes on loopback: a server
 //! killed with SIGKILL under load keeps every acknowledged write, SIGTERM stops
-//! it cleanly, and a three-server cluster survives losing its leader, which
+//! it cleanly, a three-server cluster survives losing its leader, which
 //! later catches up (from a snapshot, as the others have purged the log it
-//! missed).
+//! missed), and a server without quorum is live but says it is not ready.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -206,4 +206,39 @@ async fn three_servers_survive_losing_the_leader_and_it_catches_up_from_a_snapsh
         log.contains("installed a raft snapshot"),
         "the old leader caught up without a snapshot:\n{log}"
     );
+}
+
+/// GET `path` on a server's API: the status code and the body.
+async fn probe(url: &str, path: &str) -> (u16, String) {
+    let response = reqwest::get(format!("{url}{path}")).await.expect("GET");
+    let code = response.status().as_u16();
+    (code, response.text().await.expect("body"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_quorum_is_live_but_not_ready_until_quorum_is_back() {
+    let mut cluster = LocalCluster::start(r8s(), 3, &[]).expect("start a 3-server cluster");
+    let url = cluster.servers()[0].api_url().to_string();
+    assert_eq!(probe(&url, "/readyz").await, (200, "ok".to_string()));
+    let (code, verbose) = probe(&url, "/readyz?verbose").await;
+    assert_eq!(code, 200);
+    assert_eq!(verbose, "[+]ping ok\n[+]store ok\n[+]store-readiness ok\nreadyz check passed\n");
+
+    cluster.servers_mut()[1].kill();
+    cluster.servers_mut()[2].kill();
+    let (code, text) = probe(&url, "/readyz").await;
+    assert_eq!(code, 500, "ready without quorum: {text}");
+    assert!(text.contains("[-]store-readiness failed: reason withheld"), "{text}");
+    assert!(text.ends_with("readyz check failed\n"), "{text}");
+    assert_eq!(probe(&url, "/healthz").await.0, 500, "/healthz follows /readyz");
+    assert_eq!(probe(&url, "/readyz/store-readiness").await.0, 500);
+    assert_eq!(probe(&url, "/livez").await, (200, "ok".to_string()), "the server itself still lives");
+    assert_eq!(probe(&url, "/readyz?exclude=store-readiness").await.0, 200);
+
+    cluster.servers_mut()[1].restart().expect("restart a peer");
+    let deadline = tokio::time::Instant::now() + LOAD_TIMEOUT;
+    while probe(&url, "/readyz").await.0 != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "not ready again with quorum back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -205,4 +205,16 @@ pub trait Store: Send + Sync + 'static {
     /// `FutureRevision`. Stores also compact by themselves
     /// ([`compaction::AutoCompaction`]).
     async fn compact(&self, revision: Revision) -> Result<()>;
+
+    /// Whether the store's machinery still runs (liveness): an embedded raft
+    /// core that stopped for good fails it, and only a restart can help.
+    async fn check_live(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Whether the store can serve a linearizable read now (readiness): a
+    /// leader backed by a quorum, and this server caught up with it.
+    async fn check_ready(&self) -> Result<()> {
+        self.current_revision().await.map(|_| ())
+    }
 }

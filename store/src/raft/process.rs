@@ -39,6 +39,9 @@ pub struct ServerProcess {
     /// Everything after `--data-dir DIR`: `--join`, snapshot flags, ...
     args: Vec<String>,
     child: Child,
+    /// The Kubernetes API's URL, from the `ready api=URL` line (a free port,
+    /// new at every start).
+    api_url: String,
 }
 
 impl ServerProcess {
@@ -65,6 +68,7 @@ impl ServerProcess {
             data_dir,
             args,
             child,
+            api_url: String::new(),
         };
         server.wait_ready()?;
         Ok(server)
@@ -80,6 +84,11 @@ impl ServerProcess {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The URL of this server's Kubernetes API (changes at every restart).
+    pub fn api_url(&self) -> &str {
+        &self.api_url
     }
 
     pub fn client(&self) -> RaftClient {
@@ -135,16 +144,18 @@ impl ServerProcess {
         let (ready, wait) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.starts_with("ready") {
-                    let _ = ready.send(());
+                if let Some(rest) = line.strip_prefix("ready api=") {
+                    let _ = ready.send(rest.split_whitespace().next().unwrap_or_default().to_string());
                 }
             }
         });
-        wait.recv_timeout(READY_TIMEOUT)
+        self.api_url = wait
+            .recv_timeout(READY_TIMEOUT)
             .map_err(|_| ProcessError::NotReady {
                 node_id: self.node_id,
                 log: std::fs::read_to_string(self.log_path()).unwrap_or_default(),
-            })
+            })?;
+        Ok(())
     }
 }
 

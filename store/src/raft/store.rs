@@ -296,4 +296,18 @@ impl Store for RaftStore {
             .await?
             .into_compacted()
     }
+
+    async fn check_live(&self) -> Result<()> {
+        match &self.node.raft.metrics().borrow().running_state {
+            Ok(()) => Ok(()),
+            Err(fatal) => Err(StoreError::Unavailable(format!(
+                "the raft core has stopped: {fatal}"
+            ))),
+        }
+    }
+
+    async fn check_ready(&self) -> Result<()> {
+        self.check_live().await?;
+        self.node.linearize().await
+    }
 }
