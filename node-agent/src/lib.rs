@@ -10,6 +10,7 @@
 //! - [`cri`]: the CRI client; [`server`] and [`logs`]: logs and exec over HTTP;
 //! - [`host`]: facts about the machine.
 
+pub mod container_logs;
 pub mod cri;
 pub mod host;
 pub mod logs;
@@ -48,6 +49,8 @@ pub struct Config {
     pub cluster_dns: pods::dns::ClusterDns,
     /// Routes to other nodes' pod CIDRs (and the egress masquerade); `None`: none.
     pub pod_routes: Option<routes::PodRoutes>,
+    /// When container logs rotate and how many files of each are kept.
+    pub container_logs: container_logs::LogPolicy,
 }
 
 impl Config {
@@ -63,6 +66,7 @@ impl Config {
             service_proxy: true,
             cluster_dns: pods::dns::ClusterDns::default(),
             pod_routes: None,
+            container_logs: container_logs::LogPolicy::default(),
         }
     }
 }
@@ -123,6 +127,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         () = routes => Ok(()),
         () = node::maintain(client, cri.clone(), identity) => Ok(()),
         () = pods::run(context) => Ok(()),
+        () = container_logs::maintain(cri.clone(), config.log_dir.clone(), config.container_logs) => Ok(()),
         served = server::serve(address, cri, config.log_dir.clone()) => served.map_err(|source| Error::Serve { address, source }),
     }
 }

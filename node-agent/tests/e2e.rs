@@ -234,6 +234,50 @@ fn deletion_stops_within_the_grace_period_and_removes_the_pod() {
 }
 
 #[test]
+fn container_logs_rotate_and_go_with_their_pod() {
+    let node = TestNode::new();
+    node.run(|cluster| async move {
+        // About 200 KiB a second of numbered lines: the test agent rotates past 64 KiB, keeping 3 files.
+        let script = "i=0; while true; do i=$((i+1)); echo line $i $(head -c 2000 /dev/zero | tr '\\0' x); [ $((i % 100)) = 0 ] && sleep 1; done";
+        cluster.create_pod("chatty", json!({"containers": [{"name": "main", "image": IMAGE, "command": ["sh", "-c", script]}]})).await;
+        let pod = cluster.wait_pod("chatty", MINUTE, "Running", running).await;
+        let uid = pod.metadata.uid.clone().unwrap();
+        let pod_logs = cluster.dir.join("logs").join(format!("default_chatty_{uid}"));
+        let container_logs = pod_logs.join("main");
+        let files = || -> Vec<(String, u64)> {
+            std::fs::read_dir(&container_logs).into_iter().flatten().flatten().map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().map(|m| m.len()).unwrap_or(0))).collect()
+        };
+        let mut rotations_seen = 0;
+        for _ in 0..120 {
+            rotations_seen = files().iter().filter(|(name, _)| name.starts_with("0.log.")).count();
+            if rotations_seen >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        assert!(rotations_seen >= 2, "the log was not rotated: {:?}", files());
+        // Rotation goes on, and never keeps more than three files.
+        for _ in 0..30 {
+            let now = files();
+            assert!(now.len() <= 3, "more than --container-log-max-files: {now:?}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        // The runtime reopened the log: the current file gets the new lines and `logs` reads them.
+        let logs = cluster.pods().logs("chatty", &Default::default()).await.expect("logs");
+        assert!(logs.lines().last().is_some_and(|l| l.starts_with("line ")), "logs after rotation: {:?}", logs.lines().last());
+
+        cluster.pods().delete("chatty", &DeleteParams { grace_period_seconds: Some(1), ..Default::default() }).await.expect("delete");
+        for _ in 0..300 {
+            if cluster.pods().get_opt("chatty").await.expect("get").is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(!pod_logs.exists(), "the pod's log directory stays after the pod is gone: {}", pod_logs.display());
+    });
+}
+
+#[test]
 fn restarted_agent_adopts_running_pods() {
     let node = TestNode::new();
     node.run(|mut cluster| async move {

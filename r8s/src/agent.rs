@@ -77,6 +77,18 @@ pub struct AgentArgs {
     /// With `--simulate`: milliseconds from binding to Running and Ready.
     #[arg(long, default_value_t = 100, requires = "simulate")]
     simulate_ready_delay_ms: u64,
+    /// A running container's log is rotated once it is larger than this (a quantity, e.g. 10Mi).
+    #[arg(long, default_value = "10Mi", value_parser = parse_log_size)]
+    container_log_max_size: u64,
+    /// Log files kept per container, the current one included (at least 2).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(2..))]
+    container_log_max_files: u16,
+}
+
+/// A size such as `10Mi` or `500k`, in bytes.
+fn parse_log_size(text: &str) -> Result<u64, String> {
+    let quantity = api::Quantity::parse(text).map_err(|e| e.to_string())?;
+    u64::try_from(quantity.value()).ok().filter(|bytes| *bytes > 0).ok_or_else(|| format!("{text} is not a positive size"))
 }
 
 /// The runtime process the agent started; stopped (SIGTERM) with the agent.
@@ -139,6 +151,10 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     config.service_proxy = !args.no_proxy;
     config.cluster_dns.servers = args.cluster_dns.clone();
     config.cluster_dns.domain = args.cluster_domain.clone();
+    config.container_logs = node_agent::container_logs::LogPolicy {
+        max_size: args.container_log_max_size,
+        max_files: usize::from(args.container_log_max_files),
+    };
     if let Some(cidr) = &args.cluster_cidr {
         let cluster_cidr = cidr.parse().with_context(|| format!("--cluster-cidr {cidr:?}"))?;
         config.pod_routes = Some(node_agent::routes::PodRoutes { cluster_cidr, masquerade_interface: args.masquerade_interface.clone() });

@@ -119,6 +119,7 @@ pub async fn run(ctx: Arc<Context>) {
                 if let Err(error) = remove_orphans(&ctx, &known).await {
                     tracing::warn!(%error, "could not remove orphaned sandboxes");
                 }
+                crate::container_logs::remove_stale_pod_dirs(&ctx.log_dir, &known);
             }
         }
     }

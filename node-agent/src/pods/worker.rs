@@ -505,7 +505,10 @@ impl PodWorker {
             message: None,
         };
         let status = status::pod_status(pod, facts, &status::now());
-        if self.last_status.as_ref() == Some(&status) {
+        // Written already, unless someone else changed readiness since (the
+        // node lifecycle controller marks the pods of a node it stopped
+        // hearing from not Ready): then this agent's word must be written again.
+        if self.last_status.as_ref() == Some(&status) && ready_condition(pod.status.as_ref()) == ready_condition(Some(&status)) {
             return Ok(());
         }
         let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), pod.metadata.namespace.as_deref().unwrap_or("default"));
@@ -576,6 +579,14 @@ impl PodWorker {
         if let Err(error) = volumes::tear_down(&self.ctx.root_dir, &self.uid) {
             tracing::warn!(pod = %self.key, %error, "could not remove the pod's volumes");
         }
+        if let Some(pod) = pod {
+            let logs = spec::pod_log_dir(&self.ctx.log_dir, pod);
+            if let Err(error) = std::fs::remove_dir_all(&logs) {
+                if error.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(pod = %self.key, %error, "could not remove the pod's logs");
+                }
+            }
+        }
         self.probes.clear();
         if let Some(pod) = pod {
             let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), pod.metadata.namespace.as_deref().unwrap_or("default"));
@@ -593,6 +604,11 @@ impl PodWorker {
         tracing::info!(pod = %self.key, "pod stopped and removed");
         Ok(())
     }
+}
+
+/// The status of a pod status's `Ready` condition.
+fn ready_condition(status: Option<&PodStatus>) -> Option<&str> {
+    status?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready").map(|c| c.status.as_str())
 }
 
 fn instance_of(status: cri::ContainerStatus) -> Instance {

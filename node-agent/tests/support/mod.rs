@@ -292,6 +292,8 @@ impl Cluster {
             .arg(self.dir.join("logs"))
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.agent_port))
+            // Small, so that a test sees logs rotate.
+            .args(["--container-log-max-size", "64Ki", "--container-log-max-files", "3"])
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
             .spawn()
             .expect("r8s agent");
