@@ -3,8 +3,10 @@
 # API server, scheduler, controllers, node agent, r8s's own container runtime),
 # a busybox image, the demo web application from manifests/web.yaml running in
 # real containers, answered over HTTP; then everything is stopped and removed.
-#   sudo bash scripts/demo.sh            # keep it running with KEEP=1
+#   bash scripts/demo.sh            # as root (or through sudo); keep it running with KEEP=1
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+need_root "$@"
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo build --release -p r8s -p r8s-cli

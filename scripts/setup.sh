@@ -3,6 +3,8 @@
 # plus any Debian packages named as arguments (peers that only a benchmark uses).
 # Idempotent: does nothing when everything is already there.
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+need_root "$@"
 
 packages=(
   etcd-server        # the etcd backend's tests and the store benchmark's peer

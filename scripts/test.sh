@@ -2,6 +2,8 @@
 # Runs every test of the workspace: unit, integration and e2e. Needs root (real
 # containers, namespaces, cgroups). Sets up the machine first.
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+need_root "$@"
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo build --workspace --bins
