@@ -7,8 +7,11 @@ source "$(dirname "$0")/lib.sh"
 need_root "$@"
 
 packages=(
+  gcc libc6-dev      # the C compiler and libc that rustc links with (and ring, zstd, mimalloc build with)
+  ca-certificates    # cargo's downloads from crates.io (TLS)
   etcd-server        # the etcd backend's tests and the store benchmark's peer
   protobuf-compiler  # protoc, for the gRPC crates (etcd-client, CRI)
+  libprotobuf-dev    # google/protobuf/*.proto, which etcd-client's protos import (protoc alone lacks them)
   busybox-static     # the root filesystem of test images
   iproute2           # ip netns / veth for pod networking tests
   nftables           # the node proxy
