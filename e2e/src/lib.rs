@@ -61,6 +61,16 @@ impl TestCluster {
     /// As [`TestCluster::up`], with more arguments for `r8s up`, e.g.
     /// `--server-arg=--node-grace-seconds=15`.
     pub fn up_with(nodes: usize, up_args: &[&str]) -> Self {
+        let mut cluster = Self::prepare();
+        let port = cluster.url.rsplit(':').next().expect("a port").to_string();
+        let mut args = vec!["--nodes".to_string(), nodes.to_string(), "--listen".into(), format!("127.0.0.1:{port}")];
+        args.extend(up_args.iter().map(|a| a.to_string()));
+        cluster.start_up(&args);
+        cluster
+    }
+
+    /// A name, roots, a port and a busybox image for a cluster; nothing runs yet.
+    pub fn prepare() -> Self {
         require_root();
         let bin = r8s_bin();
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
@@ -69,28 +79,33 @@ impl TestCluster {
         let run_dir = PathBuf::from(format!("/run/r8s-e2e-{name}"));
         import_busybox(&bin, dir.path());
         let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-        let mut cluster = TestCluster {
+        TestCluster {
             url: format!("http://127.0.0.1:{port}"),
             kubeconfig: dir.path().join("clusters").join(&name).join("kubeconfig.yaml"),
             name,
             dir,
             run_dir,
             up: None,
-        };
-        let child = Command::new(&bin)
-            .args(["up", "--nodes", &nodes.to_string(), "--name", &cluster.name, "--listen", &format!("127.0.0.1:{port}")])
-            .args(cluster.roots())
+        }
+    }
+
+    /// `r8s up --name NAME ARGS...` with this cluster's roots; waits until it
+    /// says the cluster is up.
+    pub fn start_up(&mut self, args: &[String]) {
+        let child = Command::new(r8s_bin())
+            .args(["up", "--name", &self.name])
+            .args(args)
+            .args(self.roots())
             .arg("--image-root")
-            .arg(cluster.dir.path().join("images"))
+            .arg(self.dir.path().join("images"))
             .arg("--timeout-seconds")
             .arg("240")
-            .args(up_args)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
             .expect("r8s up");
-        let stdout = cluster.up.insert(child).stdout.take().expect("piped stdout");
+        let stdout = self.up.insert(child).stdout.take().expect("piped stdout");
         let (said, heard) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -101,10 +116,22 @@ impl TestCluster {
             }
         });
         if heard.recv_timeout(Duration::from_secs(300)).is_err() {
-            cluster.print_logs();
-            panic!("r8s up --nodes {nodes} did not report the cluster up");
+            self.print_logs();
+            panic!("r8s up {args:?} did not report the cluster up");
         }
-        cluster
+    }
+
+    /// SIGINT to `r8s up`, as Ctrl-C, and a wait until it has stopped the cluster.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut up = self.up.take().expect("r8s up runs");
+        // SAFETY: signalling our own child, not yet reaped, by its pid.
+        unsafe { libc::kill(up.id() as i32, libc::SIGINT) };
+        up.wait().expect("wait for r8s up")
+    }
+
+    /// `r8s up --name NAME` again: the stopped cluster resumes.
+    pub fn resume(&mut self) {
+        self.start_up(&[]);
     }
 
     /// `--clusters-dir` and `--clusters-run-dir` of this cluster, for `up` and `down`.
@@ -148,13 +175,22 @@ impl TestCluster {
         pids
     }
 
-    /// SIGKILLs one process of the cluster by its pid file name (`server`,
-    /// `agent-n2`, ...), as a crash would.
+    /// SIGKILLs one process of the cluster by its pid file name (`server-1`,
+    /// `agent-n2`, ...), as a crash would (`r8s up` restarts it).
     pub fn kill(&self, process: &str) {
         let text = std::fs::read_to_string(self.data_dir().join("pids").join(format!("{process}.pid"))).expect("pid file");
         let pid: i32 = text.split_whitespace().next().and_then(|p| p.parse().ok()).expect("a pid");
         // SAFETY: signalling a process this test's cluster started, by pid.
         unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+
+    /// SIGSTOPs one process of the cluster by its pid file name, as a hang
+    /// would: it stays alive (so nothing restarts it) and does nothing.
+    pub fn pause(&self, process: &str) {
+        let text = std::fs::read_to_string(self.data_dir().join("pids").join(format!("{process}.pid"))).expect("pid file");
+        let pid: i32 = text.split_whitespace().next().and_then(|p| p.parse().ok()).expect("a pid");
+        // SAFETY: signalling a process this test's cluster started, by pid.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
     }
 
     /// The routes the agent of node `n<i>` made to other nodes' pods
@@ -187,6 +223,18 @@ impl TestCluster {
     /// What of the cluster is still on the machine: namespaces, cgroups,
     /// processes, mounts, directories. Empty once it is gone.
     pub fn leftovers(&self) -> Vec<String> {
+        let mut found = self.running_traces();
+        for root in [self.dir.path().join("clusters"), self.run_dir.clone()] {
+            if root.exists() && std::fs::read_dir(&root).is_ok_and(|mut d| d.next().is_some()) {
+                found.push(format!("directory {}", root.display()));
+            }
+        }
+        found
+    }
+
+    /// What a stopped cluster must not keep: namespaces, cgroups, processes,
+    /// mounts and its run directory (its data stays).
+    pub fn running_traces(&self) -> Vec<String> {
         let mut found = Vec::new();
         let prefix = format!("r8s-{}", self.name);
         for entry in std::fs::read_dir("/run/netns").into_iter().flatten().flatten() {
@@ -219,10 +267,8 @@ impl TestCluster {
                 found.push(format!("process {} ({})", entry.file_name().to_string_lossy(), String::from_utf8_lossy(&cmdline).replace('\0', " ")));
             }
         }
-        for root in &roots {
-            if root.exists() && std::fs::read_dir(root).is_ok_and(|mut d| d.next().is_some()) {
-                found.push(format!("directory {}", root.display()));
-            }
+        if self.run_dir.exists() && std::fs::read_dir(&self.run_dir).is_ok_and(|mut d| d.next().is_some()) {
+            found.push(format!("directory {}", self.run_dir.display()));
         }
         found
     }

@@ -3,7 +3,7 @@
 //! answering its own name, behind a ClusterIP Service and a NodePort
 //! Service. A client pod reaches all three through the cluster IP and the
 //! Service's DNS names; every node's address serves the node port; scaling
-//! down takes the removed pods out of rotation; a node whose agent dies has
+//! down takes the removed pods out of rotation; a node whose agent hangs has
 //! its pod replaced on the others while the Service keeps answering; and
 //! `r8s down` leaves nothing behind. One cluster runs the whole story, in
 //! order, to keep the suite short. Build first: `cargo build -p r8s`.
@@ -188,13 +188,13 @@ fn a_service_balances_over_three_nodes_and_follows_scaling_and_a_lost_node() {
         let last: Vec<_> = answers.iter().rev().take(ROUND).collect();
         assert!(last.iter().all(|a| **a == Ok(survivor.clone())), "only {survivor} answers after scaling to 1; the last answers: {last:?}");
 
-        // Back to three, then node 3's agent dies: its pod comes back on the
+        // Back to three, then node 3's agent hangs: its pod comes back on the
         // other nodes and the Service answers all along.
         deployments.patch("web", &PatchParams::default(), &scale(3)).await.expect("scale to 3");
         let third = format!("{}-n3", cluster.name);
         let pods = wait_web_pods(&cluster, "three ready pods, one on node 3", 3 * MINUTE, |pods| pods.len() == 3 && pods.iter().any(|(_, node)| *node == third)).await;
         let lost: String = pods.iter().find(|(_, node)| *node == third).map(|(name, _)| name.clone()).unwrap();
-        cluster.kill("agent-n3");
+        cluster.pause("agent-n3");
         let mut failures = Vec::new();
         let deadline = tokio::time::Instant::now() + 3 * MINUTE;
         let replaced = loop {

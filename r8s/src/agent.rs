@@ -4,9 +4,15 @@
 //! Without `--container-runtime-endpoint` it starts r8s's own CRI runtime in a
 //! process of its own (`r8s runtime serve --socket ...`), unless one already
 //! answers on the socket (an agent restarted after a crash finds the runtime
-//! it started before, with the pods still running). The runtime outlives the
-//! agent on SIGKILL; on SIGTERM/SIGINT the agent stops the runtime it started,
-//! which leaves containers running.
+//! it started before, with the pods still running), and starts it again
+//! whenever it dies, with back-off; the containers keep running meanwhile
+//! and the new runtime adopts them. The runtime outlives the agent on
+//! SIGKILL; on SIGTERM/SIGINT the agent stops the runtime it started, which
+//! leaves containers running.
+//!
+//! `--server` may name several API servers (comma-separated): the agent then
+//! reaches them through a forwarder of its own on loopback, which picks a
+//! ready one for every connection.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -18,9 +24,9 @@ use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(clap::Args)]
 pub struct AgentArgs {
-    /// The API server, e.g. http://127.0.0.1:6443.
-    #[arg(long)]
-    server: String,
+    /// The API server, e.g. http://127.0.0.1:6443, or several, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    server: Vec<String>,
     /// The Node's name (default: the host name).
     #[arg(long)]
     node_name: Option<String>,
@@ -55,8 +61,9 @@ pub struct AgentArgs {
     /// The cluster domain in pods' DNS search path.
     #[arg(long, default_value = "cluster.local")]
     cluster_domain: String,
-    /// Run inside this network namespace (`/run/netns/NAME`), entered at
-    /// start: the runtime, the pod bridge and the agent's listeners live there.
+    /// Run inside this network namespace (a pinned file, or NAME under
+    /// `/run/netns`), entered at start: the runtime, the pod bridge and the
+    /// agent's listeners live there.
     #[arg(long)]
     netns: Option<String>,
     /// Register the Node, wait for the controller to give it `spec.podCIDR`,
@@ -96,10 +103,12 @@ struct RuntimeProcess(Child);
 
 impl Drop for RuntimeProcess {
     fn drop(&mut self) {
-        let pid = self.0.id() as libc::pid_t;
-        // SAFETY: signalling the child this agent started, by its PID.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let _ = self.0.wait();
+        // Only while it runs: a reaped child's pid may be another process's now.
+        if let Ok(None) = self.0.try_wait() {
+            // SAFETY: signalling the child this agent started, not yet reaped, by its PID.
+            unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
+            let _ = self.0.wait();
+        }
     }
 }
 
@@ -107,12 +116,12 @@ pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_lowercase()).unwrap_or_else(|_| "localhost".into())
 }
 
-/// Starts `r8s runtime serve` unless a runtime already answers on the socket.
-fn start_runtime(args: &AgentArgs, pod_cidr: Option<&str>) -> anyhow::Result<Option<RuntimeProcess>> {
-    if std::os::unix::net::UnixStream::connect(&args.runtime_socket).is_ok() {
-        tracing::info!(socket = %args.runtime_socket.display(), "using the runtime already serving on the socket");
-        return Ok(None);
-    }
+fn runtime_answers(socket: &std::path::Path) -> bool {
+    std::os::unix::net::UnixStream::connect(socket).is_ok()
+}
+
+/// Starts `r8s runtime serve` and waits until it answers on its socket.
+fn start_runtime(args: &AgentArgs, pod_cidr: Option<&str>) -> anyhow::Result<RuntimeProcess> {
     let exe = std::env::current_exe().context("cannot find the r8s binary")?;
     let child = Command::new(exe)
         .args(["runtime", "serve", "--socket"])
@@ -121,29 +130,84 @@ fn start_runtime(args: &AgentArgs, pod_cidr: Option<&str>) -> anyhow::Result<Opt
         .args(pod_cidr.map(|cidr| format!("--pod-cidr={cidr}")))
         .spawn()
         .context("cannot start `r8s runtime serve`")?;
-    let process = RuntimeProcess(child);
+    let mut process = RuntimeProcess(child);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while std::os::unix::net::UnixStream::connect(&args.runtime_socket).is_err() {
+    while !runtime_answers(&args.runtime_socket) {
+        if let Ok(Some(status)) = process.0.try_wait() {
+            bail!("`r8s runtime serve` {}", crate::cluster::supervisor::describe_exit(status));
+        }
         if Instant::now() > deadline {
             bail!("the runtime did not serve on {} within 30 s", args.runtime_socket.display());
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(Some(process))
+    Ok(process)
+}
+
+/// Keeps r8s's runtime serving on the agent's socket: uses one that answers
+/// already (started by an earlier agent), else starts one, and starts it
+/// again whenever nothing answers any more, with back-off.
+async fn keep_runtime(args: &AgentArgs, pod_cidr: Option<&str>, mut runtime: Option<RuntimeProcess>) {
+    let mut backoff = crate::cluster::supervisor::RestartBackoff::default();
+    let mut started = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let exited = runtime.as_mut().and_then(|process| process.0.try_wait().ok().flatten());
+        if let Some(status) = exited {
+            runtime = None;
+            tracing::warn!(status = %crate::cluster::supervisor::describe_exit(status), "the runtime died");
+        } else if runtime.is_some() || runtime_answers(&args.runtime_socket) {
+            continue;
+        } else {
+            tracing::warn!(socket = %args.runtime_socket.display(), "the runtime the agent found at start no longer answers");
+        }
+        let delay = backoff.delay(started.elapsed());
+        tracing::info!(delay_seconds = delay.as_secs(), "starting the runtime again after a pause");
+        tokio::time::sleep(delay).await;
+        started = Instant::now();
+        let (args_ref, cidr) = (&*args, pod_cidr);
+        match tokio::task::block_in_place(|| start_runtime(args_ref, cidr)) {
+            Ok(process) => {
+                tracing::info!("the runtime serves again; it adopts the running containers");
+                runtime = Some(process);
+            }
+            Err(error) => tracing::warn!(error = %format!("{error:#}"), "could not start the runtime"),
+        }
+    }
+}
+
+/// The URL the agent talks to: the server itself, or a forwarder of its own
+/// in front of several.
+async fn api_url(servers: &[String]) -> anyhow::Result<(String, Option<client::AbortOnDrop>)> {
+    if let [one] = servers {
+        return Ok((one.clone(), None));
+    }
+    let mut addresses = Vec::new();
+    for server in servers {
+        let authority = server.strip_prefix("http://").unwrap_or(server).trim_end_matches('/');
+        let address = tokio::net::lookup_host(authority).await.ok().and_then(|mut found| found.next());
+        addresses.push(address.with_context(|| format!("--server {server:?} is not http://host:port"))?);
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("cannot listen on loopback")?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let forwarder = tokio::spawn(crate::balancer::serve(listener, addresses, crate::balancer::Dialer::Direct));
+    Ok((url, Some(client::AbortOnDrop(vec![forwarder]))))
 }
 
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     if args.simulate {
         let name = args.node_name.clone().unwrap_or_else(hostname);
         let settings = controller::hollow::HollowSettings { ready_delay: Duration::from_millis(args.simulate_ready_delay_ms), ..Default::default() };
-        return crate::sim::serve(&args.server, vec![name], settings);
+        return crate::sim::serve(&args.server[0], vec![name], settings);
     }
     crate::init_logging();
-    if let Some(name) = &args.netns {
+    if let Some(netns) = &args.netns {
         // Before any thread exists: `setns` moves only the calling thread.
-        crate::netns::enter(name)?;
+        crate::netns::enter(netns)?;
     }
-    let mut config = node_agent::Config::new(&args.server, args.node_name.clone().unwrap_or_else(hostname));
+    let tokio = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let (url, _forwarder) = tokio.block_on(api_url(&args.server))?;
+    let mut config = node_agent::Config::new(&url, args.node_name.clone().unwrap_or_else(hostname));
     config.root_dir = args.root_dir.clone();
     config.log_dir = args.log_dir.clone();
     config.listen = args.listen;
@@ -159,7 +223,6 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         let cluster_cidr = cidr.parse().with_context(|| format!("--cluster-cidr {cidr:?}"))?;
         config.pod_routes = Some(node_agent::routes::PodRoutes { cluster_cidr, masquerade_interface: args.masquerade_interface.clone() });
     }
-    let tokio = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let mut terminate = tokio.block_on(async { signal(SignalKind::terminate()) })?;
     let mut interrupt = tokio.block_on(async { signal(SignalKind::interrupt()) })?;
     let pod_cidr = if args.wait_for_pod_cidr {
@@ -176,18 +239,31 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let (runtime, endpoint) = match &args.container_runtime_endpoint {
-        Some(endpoint) => (None, endpoint.clone()),
-        None => (start_runtime(&args, pod_cidr.as_deref())?, format!("unix://{}", args.runtime_socket.display())),
+    let own_runtime = args.container_runtime_endpoint.is_none();
+    let runtime = if own_runtime && runtime_answers(&args.runtime_socket) {
+        tracing::info!(socket = %args.runtime_socket.display(), "using the runtime already serving on the socket");
+        None
+    } else if own_runtime {
+        Some(start_runtime(&args, pod_cidr.as_deref())?)
+    } else {
+        None
     };
-    config.cri_endpoint = endpoint;
-    let result = tokio.block_on(async move {
+    config.cri_endpoint = match &args.container_runtime_endpoint {
+        Some(endpoint) => endpoint.clone(),
+        None => format!("unix://{}", args.runtime_socket.display()),
+    };
+    tokio.block_on(async {
+        let runtime_kept = async {
+            match own_runtime {
+                true => keep_runtime(&args, pod_cidr.as_deref(), runtime).await,
+                false => std::future::pending().await,
+            }
+        };
         tokio::select! {
             ran = node_agent::run(config) => ran.map_err(anyhow::Error::from),
+            () = runtime_kept => Ok(()),
             _ = terminate.recv() => Ok(()),
             _ = interrupt.recv() => Ok(()),
         }
-    });
-    drop(runtime);
-    result
+    })
 }

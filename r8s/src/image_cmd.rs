@@ -1,11 +1,15 @@
 //! `r8s image ...`: the runtime's image store.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use runtime::image::registry::{Credentials, PullOptions};
+use runtime::image::registry::{Credentials, PullEvent, PullOptions};
 use runtime::image::{defaults, Digest, ImageStore};
+
+use crate::progress::{self, Progress, Step};
 
 pub const DEFAULT_IMAGE_ROOT: &str = "/var/lib/r8s/images";
 
@@ -63,13 +67,17 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         }
         ImageCommand::Pull { reference, username, password, insecure_registries } => {
             let credentials = username.map(|u| Credentials::basic(u, password.unwrap_or_default())).unwrap_or_default();
-            let progress = Arc::new(|digest: &Digest, size: u64, present: bool| {
-                let state = if present { "already present" } else { "downloaded" };
-                eprintln!("{}: {state} ({size} bytes)", &digest.hex()[..12]);
-            });
+            let shown = Arc::new(Mutex::new(PullShown::new(Progress::stdout().step(format!("pulling {reference}")))));
+            let progress = {
+                let shown = shown.clone();
+                Arc::new(move |event: PullEvent<'_>| shown.lock().unwrap_or_else(|p| p.into_inner()).update(event))
+            };
             let options = PullOptions { credentials, insecure_registries, progress: Some(progress), ..Default::default() };
             let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
             let image = tokio.block_on(store.pull(&reference, &options)).with_context(|| format!("failed to pull image {reference:?}"))?;
+            if let Ok(shown) = Arc::try_unwrap(shown) {
+                shown.into_inner().unwrap_or_else(|p| p.into_inner()).finish();
+            }
             println!("{} {}", image.name, image.id);
         }
         ImageCommand::Ls => {
@@ -100,4 +108,64 @@ pub fn container_from_image(
     let mut spec = runtime::default_spec(Vec::new());
     defaults::apply_image(&mut spec, &image, &layers, command, &[])?;
     Ok((defaults::rootfs(layers), spec))
+}
+
+/// A pull's progress on a terminal: bytes received of the image's total and
+/// the rate, redrawn at most ten times a second, then the unpacking.
+struct PullShown {
+    step: Step,
+    total: u64,
+    blobs: usize,
+    stored: usize,
+    received: HashMap<Digest, u64>,
+    started: Instant,
+    drawn: Instant,
+    downloaded: u64,
+}
+
+impl PullShown {
+    fn new(step: Step) -> Self {
+        let now = Instant::now();
+        Self { step, total: 0, blobs: 0, stored: 0, received: HashMap::new(), started: now, drawn: now, downloaded: 0 }
+    }
+
+    fn update(&mut self, event: PullEvent<'_>) {
+        match event {
+            PullEvent::Manifest { blobs, bytes } => (self.blobs, self.total) = (blobs, bytes),
+            PullEvent::Receiving { digest, received, .. } => {
+                self.received.insert(digest.clone(), received);
+                if self.drawn.elapsed() < Duration::from_millis(100) {
+                    return;
+                }
+            }
+            PullEvent::Stored { digest, size, present } => {
+                self.stored += 1;
+                if !present {
+                    self.downloaded += size;
+                }
+                self.received.insert(digest.clone(), size);
+            }
+            PullEvent::Unpacking => {
+                self.step.update("unpacking the layers");
+                return;
+            }
+        }
+        self.drawn = Instant::now();
+        let received: u64 = self.received.values().sum();
+        let detail = format!(
+            "{} of {}, {}, {}/{} blobs",
+            progress::size(received),
+            progress::size(self.total),
+            progress::rate(received, self.started.elapsed()),
+            self.stored,
+            self.blobs
+        );
+        self.step.update(&detail);
+    }
+
+    fn finish(self) {
+        let took = self.started.elapsed();
+        let detail = format!("{} downloaded in {} ({})", progress::size(self.downloaded), progress::seconds(took), progress::rate(self.downloaded, took));
+        self.step.done(&detail);
+    }
 }

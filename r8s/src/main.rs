@@ -2,12 +2,14 @@
 //! a library crate to the command line.
 
 mod agent;
+mod balancer;
 mod cluster;
 mod control;
 mod down;
 mod image_cmd;
 mod kubeconfig;
 mod netns;
+mod progress;
 mod runtime_cmd;
 mod runtime_serve;
 mod server;
@@ -46,10 +48,10 @@ enum Command {
     Sim(sim::SimArgs),
     /// Run the node agent: join the cluster and run this node's pods.
     Agent(agent::AgentArgs),
-    /// Run a whole one-node cluster on this machine: server, agent and runtime
-    /// (with --nodes N, N nodes in network namespaces of their own).
+    /// Run a whole cluster on this machine: one node on its network, or with
+    /// --nodes N, N nodes in network namespaces of their own; resume it later.
     Up(up::UpArgs),
-    /// Remove a multi-node cluster of `r8s up --nodes` and all it made, also after a crash.
+    /// Remove a cluster of `r8s up` and all it made, its data too, also after a crash.
     Down(down::DownArgs),
 }
 

@@ -76,52 +76,22 @@ pub struct ServerArgs {
     /// The domain the cluster DNS serves.
     #[arg(long, default_value = dns::DEFAULT_DOMAIN)]
     cluster_domain: String,
-    /// Run inside this network namespace (`/run/netns/NAME`), entered at start.
+    /// Run inside this network namespace (a pinned file, or NAME under
+    /// `/run/netns`), entered at start.
     #[arg(long)]
     netns: Option<String>,
-    /// Also serve the API on host:port in the namespace the server was started
-    /// in (bound before entering `--netns`); the kubeconfig points there.
-    #[arg(long)]
-    host_listen: Option<String>,
     #[command(flatten)]
     control: ControlPlaneFlags,
 }
 
 pub fn run(args: ServerArgs) -> anyhow::Result<()> {
     crate::init_logging();
-    // Both before any thread exists: a socket stays in the namespace it was
-    // made in, and `setns` moves only the calling thread.
-    let host_listener = match &args.host_listen {
-        Some(address) => Some(bind_std(address)?),
-        None => None,
-    };
-    if let Some(name) = &args.netns {
-        crate::netns::enter(name)?;
+    if let Some(netns) = &args.netns {
+        // Before any thread exists: `setns` moves only the calling thread.
+        crate::netns::enter(netns)?;
     }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(serve(args, host_listener))
-}
-
-fn bind_std(address: &str) -> anyhow::Result<std::net::TcpListener> {
-    let listener = std::net::TcpListener::bind(address).with_context(|| format!("cannot listen on {address}"))?;
-    listener.set_nonblocking(true)?;
-    Ok(listener)
-}
-
-/// Passes every connection to `listener` on to the API server at `api`.
-async fn forward(listener: tokio::net::TcpListener, api: std::net::SocketAddr) {
-    loop {
-        let Ok((mut client, _)) = listener.accept().await else {
-            // Out of descriptors, say: wait instead of spinning.
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            continue;
-        };
-        tokio::spawn(async move {
-            if let Ok(mut server) = tokio::net::TcpStream::connect(api).await {
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-            }
-        });
-    }
+    runtime.block_on(serve(args))
 }
 
 /// The store the server runs on, and how to stop it.
@@ -171,7 +141,7 @@ impl Backend {
     }
 }
 
-async fn serve(args: ServerArgs, host_listener: Option<std::net::TcpListener>) -> anyhow::Result<()> {
+async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let backend = Backend::open(&args).await?;
@@ -191,19 +161,9 @@ async fn serve(args: ServerArgs, host_listener: Option<std::net::TcpListener>) -
     };
     let api_config = apiserver::Config { system_services: Some(system_services), ..Default::default() };
     let api = tokio::spawn(apiserver::serve(backend.store(), listener, api_config));
-    // The URL for clients where the server was started: the host listener's, if any.
-    let public_url = match host_listener {
-        Some(host_listener) => {
-            let host_listener = tokio::net::TcpListener::from_std(host_listener)?;
-            let public_url = format!("http://{}", host_listener.local_addr()?);
-            tokio::spawn(forward(host_listener, api_address));
-            public_url
-        }
-        None => url.clone(),
-    };
 
     let kubeconfig = args.write_kubeconfig.clone().unwrap_or_else(|| args.data_dir.join("kubeconfig.yaml"));
-    crate::kubeconfig::write(&kubeconfig, "r8s", &public_url)?;
+    crate::kubeconfig::write(&kubeconfig, "r8s", &url)?;
     tracing::info!(%url, kubeconfig = %kubeconfig.display(), "API server listening");
 
     let control = async {
@@ -218,7 +178,7 @@ async fn serve(args: ServerArgs, host_listener: Option<std::net::TcpListener>) -
         let config = dns::Config { domain: args.cluster_domain.clone(), ..Default::default() };
         dns::run(client::connect::from_url(&url)?, config, sockets).await.context("the cluster DNS failed")
     };
-    println!("ready api={public_url} {}", backend.describe());
+    println!("ready api={url} {}", backend.describe());
 
     let outcome = tokio::select! {
         _ = terminate.recv() => { tracing::info!("SIGTERM: shutting down"); Ok(()) }

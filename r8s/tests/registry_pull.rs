@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use cri_support::runtime_support;
 use registry_support::{Auth, Registry, PASSWORD, USER};
 use runtime::cri::api::{AuthConfig, ImageSpec, ImageStatusRequest, PullImageRequest, StartContainerRequest};
-use runtime::image::registry::{Credentials, PullError, PullOptions};
+use runtime::image::registry::{Credentials, PullError, PullEvent, PullOptions};
 use runtime::image::{Digest, ImageError, ImageStore};
 use serde_json::json;
 use tonic::Code;
@@ -48,7 +48,11 @@ type Seen = Arc<Mutex<Vec<(Digest, bool)>>>;
 fn recording() -> (PullOptions, Seen) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let record = seen.clone();
-    let progress = Arc::new(move |digest: &Digest, _: u64, present: bool| record.lock().unwrap().push((digest.clone(), present)));
+    let progress = Arc::new(move |event: PullEvent<'_>| {
+        if let PullEvent::Stored { digest, present, .. } = event {
+            record.lock().unwrap().push((digest.clone(), present));
+        }
+    });
     (PullOptions { progress: Some(progress), ..Default::default() }, seen)
 }
 

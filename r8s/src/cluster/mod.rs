@@ -1,19 +1,27 @@
-//! A multi-node cluster on one machine (`r8s up --nodes N --name C`): where
-//! everything of cluster `C` lives, so that `r8s up` makes it there and
-//! `r8s down` finds all of it again, also after a crash.
+//! A cluster on one machine (`r8s up --name C`): where everything of
+//! cluster `C` lives, so that `r8s up` makes it there, a later `r8s up`
+//! resumes it, and `r8s down` finds all of it again, also after a crash.
 //!
-//! - network namespaces: the hub `r8s-C` (bridge `r8sbr0`, 172.30.0.1/24, the
-//!   API server) and one per node `r8s-C-n<i>` (eth0 172.30.0.(10+i));
+//! - network: a one-node cluster uses the machine's own (its pods on bridge
+//!   `r8s0`, nftables table `ip r8s`, both recorded in `host-network`); a
+//!   cluster of `--nodes N` has a hub namespace (bridge `r8sbr0`, the API
+//!   servers at 172.30.0.1, .2, ...) and one namespace per node (eth0
+//!   172.30.0.(10+i)), pinned under `<run root>/C/netns/` and linked from
+//!   `/run/netns/r8s-C[-n<i>]` for `ip netns exec`;
 //! - cgroups: `<hierarchy>/r8s/C/n<i>` per node's runtime, and
 //!   `<hierarchy>/r8s/C/daemons` holding every process `r8s up` starts
 //!   (found there by `r8s down` even if their pid files are stale);
-//! - files: `<data root>/C` (store, agents' volumes, kubeconfig, logs, the
-//!   list of namespaces, pid files) and `<run root>/C` (sockets, runtime
-//!   state, pods' pinned namespaces).
+//! - files: `<data root>/C` (what the cluster is, `cluster.json`; the store,
+//!   agents' volumes, kubeconfig, logs, pid files), kept when the cluster
+//!   stops, and `<run root>/C` (sockets, runtime state, pods' pinned
+//!   namespaces, the pod address ledger), which goes with the processes.
 //!
-//! [`topology`] builds the network, [`teardown`] removes everything, [`up`]
-//! runs the cluster in the foreground.
+//! [`state`] says what the cluster is, [`topology`] builds the network,
+//! [`teardown`] stops or removes it, [`supervisor`] keeps its processes
+//! running, [`up`] runs the cluster in the foreground.
 
+pub mod state;
+pub mod supervisor;
 pub mod teardown;
 pub mod topology;
 pub mod up;
@@ -51,9 +59,25 @@ pub struct Layout {
 pub struct NodeSlot {
     /// `n1`, `n2`, ...: names its namespace, directories and cgroup.
     pub id: String,
-    /// The Node's name: `<cluster>-n<i>`.
+    /// The Node's name: `<cluster>-n<i>` (a one-node cluster's: the host name).
     pub node_name: String,
     pub address: Ipv4Addr,
+}
+
+/// One API server of the cluster.
+#[derive(Debug, Clone)]
+pub struct ServerSlot {
+    /// Its raft id, 1, 2, ...: never reused for another server.
+    pub id: u64,
+    /// Where it listens in the hub (the API, raft, DNS).
+    pub address: Ipv4Addr,
+}
+
+impl ServerSlot {
+    /// `server-1`, `server-2`, ...: names its process, log and data.
+    pub fn process(&self) -> String {
+        format!("server-{}", self.id)
+    }
 }
 
 impl Layout {
@@ -75,12 +99,51 @@ impl Layout {
         Ok(Self { name: name.to_string(), data_dir: roots.clusters_dir.join(name), run_dir: roots.clusters_run_dir.join(name) })
     }
 
+    /// What the cluster is (`cluster.json`).
+    pub fn state_file(&self) -> PathBuf {
+        self.data_dir.join("cluster.json")
+    }
+
+    /// The hub's name under `/run/netns` (a link to its pin).
     pub fn hub_netns(&self) -> String {
         format!("r8s-{}", self.name)
     }
 
+    /// A node namespace's name under `/run/netns` (a link to its pin).
     pub fn node_netns(&self, node: &NodeSlot) -> String {
         format!("r8s-{}-{}", self.name, node.id)
+    }
+
+    /// Where the cluster's own namespaces are pinned: a directory of r8s's,
+    /// which nothing else mounts over (a later bind mount of `/run/netns`,
+    /// as `ip netns add` makes, would hide pins there and keep their
+    /// namespaces alive for ever).
+    pub fn netns_dir(&self) -> PathBuf {
+        self.run_dir.join("netns")
+    }
+
+    pub fn hub_netns_path(&self) -> PathBuf {
+        self.netns_dir().join("hub")
+    }
+
+    pub fn node_netns_path(&self, node: &NodeSlot) -> PathBuf {
+        self.netns_dir().join(&node.id)
+    }
+
+    /// The servers of a cluster of `count` servers, in the hub at
+    /// 172.30.0.1, .2, ... (nodes start at .11).
+    pub fn servers(&self, count: usize) -> Vec<ServerSlot> {
+        (1..=count).map(|i| ServerSlot { id: i as u64, address: topology::server_address(i) }).collect()
+    }
+
+    pub fn server_data_dir(&self, server: &ServerSlot) -> PathBuf {
+        self.data_dir.join("servers").join(server.id.to_string())
+    }
+
+    /// The machine-wide network objects a one-node cluster made, one per
+    /// line (`bridge r8s0`, `nftables ip r8s`), recorded before they are made.
+    pub fn host_network_file(&self) -> PathBuf {
+        self.data_dir.join("host-network")
     }
 
     /// Whether `netns` is the name of one of this cluster's node namespaces.
@@ -131,7 +194,7 @@ impl Layout {
         self.run_dir.join(&node.id)
     }
 
-    /// The namespaces the cluster made (written before each is made).
+    /// The namespaces the cluster linked under `/run/netns` (written before each is made).
     fn netns_list(&self) -> PathBuf {
         self.data_dir.join("netns")
     }
@@ -146,7 +209,8 @@ impl Layout {
         entries.flatten().filter_map(|e| ProcessId::read(&e.path())).collect()
     }
 
-    /// Records a namespace before it is made, so `down` removes it even if `up` dies.
+    /// Records a namespace's `/run/netns` name before it is made, so `down`
+    /// removes it even if `up` dies.
     pub fn record_netns(&self, netns: &str) -> anyhow::Result<()> {
         use std::io::Write;
         let path = self.netns_list();
@@ -217,6 +281,84 @@ impl ProcessId {
     }
 }
 
+/// What an r8s process of a cluster does, from its command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Up,
+    Server,
+    Agent,
+    /// `r8s runtime serve`, a node's CRI runtime.
+    Runtime,
+    /// Anything else: shims, pause processes, containers.
+    Other,
+}
+
+impl Role {
+    /// The processes that run the cluster, as opposed to its containers and their shims.
+    pub fn is_daemon(self) -> bool {
+        !matches!(self, Role::Other)
+    }
+}
+
+/// The role of a process from its arguments (`argv[1..]`), when it runs r8s.
+pub fn role_of(args: &[String]) -> Role {
+    match (args.first().map(String::as_str), args.get(1).map(String::as_str)) {
+        (Some("up"), _) => Role::Up,
+        (Some("server"), _) => Role::Server,
+        (Some("agent"), _) => Role::Agent,
+        (Some("runtime"), _) if args.iter().any(|a| a == "serve") => Role::Runtime,
+        _ => Role::Other,
+    }
+}
+
+/// A live process of the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterProcess {
+    pub pid: i32,
+    pub role: Role,
+}
+
+/// The arguments of a process (`/proc/PID/cmdline` without `argv[0]`).
+fn arguments(pid: i32) -> Vec<String> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    cmdline.split(|b| *b == 0).skip(1).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
+}
+
+impl Layout {
+    /// Every live process of the cluster, however it was started: those in
+    /// its cgroup subtree (on any hierarchy), those its pid files name, and
+    /// r8s processes whose command line names its directories (one restarted
+    /// by hand lands in the shell's cgroup, but names the data it serves).
+    /// Never this process.
+    pub fn processes(&self) -> Vec<ClusterProcess> {
+        let me = std::process::id() as i32;
+        let mut pids = Vec::new();
+        for hierarchy in cgroup_hierarchies() {
+            teardown::cgroup_pids(&hierarchy.join(self.cgroup_root()), &mut pids);
+        }
+        pids.extend(self.recorded_processes().into_iter().filter(ProcessId::is_alive_r8s).map(|p| p.pid));
+        let dirs = [self.data_dir.to_string_lossy().into_owned(), self.run_dir.to_string_lossy().into_owned()];
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+            if is_r8s(pid) && arguments(pid).iter().any(|arg| dirs.iter().any(|dir| names_path_under(arg, dir))) {
+                pids.push(pid);
+            }
+        }
+        pids.retain(|pid| *pid != me && *pid > 1);
+        pids.sort_unstable();
+        pids.dedup();
+        pids.into_iter()
+            .map(|pid| ClusterProcess { pid, role: if is_r8s(pid) { role_of(&arguments(pid)) } else { Role::Other } })
+            .collect()
+    }
+}
+
+/// Whether a command-line argument (`/x/y`, `--flag=/x/y`) names `dir` or a path under it.
+fn names_path_under(arg: &str, dir: &str) -> bool {
+    let value = arg.rsplit_once('=').map_or(arg, |(_, value)| value);
+    value.strip_prefix(dir).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 fn start_time(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces; the fields after it do not.
@@ -254,11 +396,33 @@ mod tests {
         let layout = Layout::new("dev", &roots()).unwrap();
         let nodes = layout.nodes(2);
         assert_eq!(layout.node_netns(&nodes[1]), "r8s-dev-n2");
+        assert_eq!(layout.node_netns_path(&nodes[1]), PathBuf::from("/r/dev/netns/n2"));
+        assert_eq!(layout.servers(3)[2].address, Ipv4Addr::new(172, 30, 0, 3));
         assert_eq!(nodes[1].node_name, "dev-n2");
         assert!(layout.is_node_netns("r8s-dev-n12"));
         assert!(!layout.is_node_netns("r8s-dev-x-n1"));
         assert!(!layout.is_node_netns("r8s-dev"));
         assert_eq!(layout.node_cgroup_root(&nodes[0]), "r8s/dev/n1");
+    }
+
+    #[test]
+    fn roles_come_from_the_command_line() {
+        let args = |line: &str| line.split(' ').map(String::from).collect::<Vec<_>>();
+        assert_eq!(role_of(&args("up --nodes 3")), Role::Up);
+        assert_eq!(role_of(&args("server --data-dir /d")), Role::Server);
+        assert_eq!(role_of(&args("agent --server http://x")), Role::Agent);
+        assert_eq!(role_of(&args("runtime --state-root /s serve --socket /c")), Role::Runtime);
+        assert_eq!(role_of(&args("runtime shim /s/abc")), Role::Other);
+        assert!(!Role::Other.is_daemon() && Role::Runtime.is_daemon());
+    }
+
+    #[test]
+    fn arguments_that_name_a_directory_are_found() {
+        assert!(names_path_under("/d/dev", "/d/dev"));
+        assert!(names_path_under("/d/dev/servers/1", "/d/dev"));
+        assert!(names_path_under("--runtime-arg=--state-root=/d/dev/n1", "/d/dev"));
+        assert!(!names_path_under("/d/dev2/servers", "/d/dev"));
+        assert!(!names_path_under("--name", "/d/dev"));
     }
 
     #[test]

@@ -159,6 +159,18 @@ impl RaftStore {
         Ok(store)
     }
 
+    /// Reads a server's data directory the way [`RaftStore::open`] does,
+    /// without starting anything: the error of a corrupt log or snapshot
+    /// names the file. A directory that does not exist yet is fine.
+    pub fn check_data_dir(data_dir: &std::path::Path) -> Result<(), RaftStoreError> {
+        if !data_dir.exists() {
+            return Ok(());
+        }
+        LogStore::open(&data_dir.join("log"))?;
+        StateMachineStore::open(&data_dir.join("snapshot"))?;
+        Ok(())
+    }
+
     /// The address this server's raft port is bound to.
     pub fn addr(&self) -> &str {
         &self.addr

@@ -44,9 +44,22 @@ pub enum PullError {
     Task(#[from] tokio::task::JoinError),
 }
 
-/// Told about each blob of a pull once it is stored: (digest, size, whether
-/// it was already there).
-pub type Progress = Arc<dyn Fn(&Digest, u64, bool) + Send + Sync>;
+/// How far a pull got.
+#[derive(Debug, Clone, Copy)]
+pub enum PullEvent<'a> {
+    /// The manifest is read: the image has this many blobs (config and
+    /// layers) of this many bytes in all.
+    Manifest { blobs: usize, bytes: u64 },
+    /// Bytes of a blob arrived: `received` of its `size` so far.
+    Receiving { digest: &'a Digest, received: u64, size: u64 },
+    /// A blob is stored, or was there already.
+    Stored { digest: &'a Digest, size: u64, present: bool },
+    /// Every blob is there; the layers are being unpacked.
+    Unpacking,
+}
+
+/// Told how far a pull got, as it goes.
+pub type Progress = Arc<dyn Fn(PullEvent<'_>) + Send + Sync>;
 
 #[derive(Clone)]
 pub struct PullOptions {
@@ -66,6 +79,12 @@ impl Default for PullOptions {
 }
 
 impl PullOptions {
+    fn tell(&self, event: PullEvent<'_>) {
+        if let Some(progress) = &self.progress {
+            progress(event);
+        }
+    }
+
     fn plain_http(&self, registry: &str) -> bool {
         let host = registry.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(registry, |(h, _)| h);
         let loopback = host == "localhost" || host == "[::1]" || host.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback());
@@ -106,6 +125,8 @@ impl ImageStore {
             return Err(ImageError::UnknownMediaType { digest: config.digest, media_type: config.media_type }.into());
         }
         manifest.layers.iter().try_for_each(check_layer_media_type)?;
+        let blobs = std::iter::once(&manifest.config).chain(&manifest.layers);
+        options.tell(PullEvent::Manifest { blobs: manifest.layers.len() + 1, bytes: blobs.map(|b| b.size).sum() });
 
         // Collected first: a stream that maps with a closure is not Send here.
         let downloads: Vec<_> =
@@ -116,6 +137,7 @@ impl ImageStore {
             .await?;
         // The manifest last: a stored manifest means a complete image.
         self.blobs.put_verified(&digest, None, &bytes[..])?;
+        options.tell(PullEvent::Unpacking);
         let (store, name) = (self.clone(), reference.to_string());
         Ok(tokio::task::spawn_blocking(move || store.finish_import(name, digest)).await??)
     }
@@ -169,14 +191,13 @@ impl ImageStore {
                     return Err(ImageError::BlobSize { digest: blob.digest.clone(), expected: blob.size, actual }.into());
                 }
                 std::io::Write::write_all(&mut writer, &chunk).map_err(ImageError::io(format!("writing blob {}", blob.digest)))?;
+                options.tell(PullEvent::Receiving { digest: &blob.digest, received: actual, size: blob.size });
             }
             let (expected, size) = (blob.digest.clone(), blob.size);
             tokio::task::spawn_blocking(move || writer.commit_verified(&expected, Some(size))).await??;
         }
         tracing::debug!(digest = %blob.digest, size = blob.size, present, "blob stored");
-        if let Some(progress) = &options.progress {
-            progress(&blob.digest, blob.size, present);
-        }
+        options.tell(PullEvent::Stored { digest: &blob.digest, size: blob.size, present });
         Ok(())
     }
 }
