@@ -104,3 +104,39 @@ async fn without_an_advertise_address_or_dns_there_are_no_endpoints_and_no_kube_
     assert_eq!(server.get("/api/v1/namespaces/default/endpoints/kubernetes").await.0, 404);
     assert_eq!(server.get("/api/v1/namespaces/kube-system/services/kube-dns").await.0, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_servers_share_the_endpoints_through_their_leases() {
+    // Two servers of one cluster (one store), on the same port at two addresses, as `r8s up --servers` has them.
+    let store = store::mem::MemStore::new();
+    let first = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = first.local_addr().unwrap().port();
+    let second = tokio::net::TcpListener::bind(("127.0.0.2", port)).await.expect("bind a second loopback address");
+    let mut tasks = Vec::new();
+    for (listener, address) in [(first, "127.0.0.1"), (second, "127.0.0.2")] {
+        let config = apiserver::Config {
+            system_services: Some(SystemServices { advertise_address: Some(address.parse().unwrap()), dns_port: Some(5353) }),
+            ..Default::default()
+        };
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let _ = apiserver::serve(store, listener, config).await;
+        }));
+    }
+    let server = Server { base: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new(), task: tasks.remove(0) };
+    let _second = Server { base: String::new(), http: reqwest::Client::new(), task: tasks.remove(0) };
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, endpoints) = server.get("/api/v1/namespaces/default/endpoints/kubernetes").await;
+        if endpoints["subsets"][0]["addresses"] == json!([{ "ip": "127.0.0.1" }, { "ip": "127.0.0.2" }]) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "both servers never became endpoints: {endpoints}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, leases) = server.get("/apis/coordination.k8s.io/v1/namespaces/kube-system/leases?labelSelector=r8s.io/apiserver-endpoint").await;
+    assert_eq!(leases["items"].as_array().map(Vec::len), Some(2), "one Lease per server: {leases}");
+    let (_, dns) = server.get("/api/v1/namespaces/kube-system/endpoints/kube-dns").await;
+    assert_eq!(dns["subsets"][0]["addresses"].as_array().map(Vec::len), Some(2), "{dns}");
+}

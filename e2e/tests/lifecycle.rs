@@ -248,3 +248,48 @@ fn a_cluster_with_corrupt_state_is_refused_and_nothing_starts() {
     assert!(down.status.success(), "r8s down removes it: {}", String::from_utf8_lossy(&down.stderr));
     assert!(!cluster.data_dir().exists());
 }
+
+#[test]
+fn three_servers_keep_the_api_and_the_controllers_working_when_one_hangs() {
+    let cluster = TestCluster::up_with(1, &["--servers", "3"]);
+    let tokio = tokio::runtime::Runtime::new().unwrap();
+    tokio.block_on(async {
+        let endpoints: Api<Endpoints> = Api::namespaced(cluster.client(), "default");
+        let deadline = tokio::time::Instant::now() + MINUTE;
+        loop {
+            let kubernetes = endpoints.get_opt("kubernetes").await.ok().flatten();
+            let count = kubernetes.and_then(|e| e.subsets).unwrap_or_default().into_iter().flat_map(|s| s.addresses.unwrap_or_default()).count();
+            if count == 3 {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the kubernetes Service never listed the three servers");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // The first server hangs (it may lead raft, the scheduler and the
+        // controllers): the API on this machine, the scheduler and the
+        // ReplicaSet controller carry on through the others.
+        cluster.pause("server-1");
+        let deployments: Api<client::k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(cluster.client(), "default");
+        let deployment = serde_json::from_value(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "after"},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "after"}},
+                     "template": {"metadata": {"labels": {"app": "after"}}, "spec": {"containers": [{"name": "main", "image": IMAGE, "command": ["sleep", "3600"]}]}}}
+        }))
+        .unwrap();
+        let deadline = tokio::time::Instant::now() + MINUTE;
+        while let Err(error) = deployments.create(&PostParams::default(), &deployment).await {
+            assert!(tokio::time::Instant::now() < deadline, "no write went through with one server hung: {error}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let pods: Api<Pod> = Api::namespaced(cluster.client(), "default");
+        let deadline = tokio::time::Instant::now() + 2 * MINUTE;
+        loop {
+            let running = pods.list(&ListParams::default().labels("app=after")).await.map(|l| l.items).unwrap_or_default().iter().filter(|p| phase(p) == "Running").count();
+            if running == 2 {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the Deployment's pods did not run with one server hung");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+}
