@@ -12,11 +12,11 @@
 #
 # One line per step; each step's full output goes to a log in
 # /var/tmp/r8s-fresh-XXXX.logs/ (kept), whose last lines are printed when the
-# step fails. About 30 minutes on 2 cores (setup.sh's `cargo install
-# cargo-nextest` about 10, the debug build 8, the demo's release build 10) and
-# about 11 GB under /var/tmp while it runs; needs Debian's mirror and
-# crates.io. Too slow for every CI run: run it when setup.sh, the scripts or
-# the README's commands change.
+# step fails. 30-40 minutes on 2 cores (setup.sh's `cargo install
+# cargo-nextest` 8-11, the debug build 8-10, the demo's release build 11-18,
+# more when other builds share the cores) and about 11 GB under /var/tmp while
+# it runs; needs Debian's mirror and crates.io. Too slow for every CI run: run
+# it when setup.sh, the scripts or the README's commands change.
 #
 # What the root gets from the host: the Rust toolchain, read-only (RUSTUP_HOME
 # and the cargo/rustc binaries; rustup is the one thing a newcomer is assumed
