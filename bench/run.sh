@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs one benchmark with release builds of everything it drives:
-#   bash bench/run.sh store|api|runtime|cri|scheduler|agent|cluster|proxy|dns|pull [ARGS...]
+#   bash bench/run.sh store|api|runtime|cri|scheduler|agent|cluster|proxy|dns|pull|lifecycle [ARGS...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in

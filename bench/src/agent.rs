@@ -105,9 +105,9 @@ struct Row {
 }
 
 /// CPU and memory of a set of processes.
-struct Usage {
-    cpu_percent: f64,
-    rss: u64,
+pub(crate) struct Usage {
+    pub cpu_percent: f64,
+    pub rss: u64,
 }
 
 /// The processes of a one-node cluster, stopped on drop.
@@ -308,7 +308,7 @@ fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
 }
 
 /// CPU (percent of one core) over [`IDLE_WINDOW`] and RSS of the processes.
-async fn usage(pids: &[u32]) -> anyhow::Result<Usage> {
+pub(crate) async fn usage(pids: &[u32]) -> anyhow::Result<Usage> {
     let ticks = |pids: &[u32]| pids.iter().map(|p| cpu_ticks(*p)).sum::<anyhow::Result<u64>>();
     let before = ticks(pids)?;
     tokio::time::sleep(IDLE_WINDOW).await;

@@ -122,20 +122,25 @@ pub fn run(args: ClusterBenchArgs) -> anyhow::Result<()> {
 }
 
 /// A cluster of `r8s up --nodes N`, removed with `r8s down` (also on drop).
-struct UpCluster {
+pub(crate) struct UpCluster {
     r8s: PathBuf,
-    name: String,
+    pub name: String,
     roots: Vec<String>,
-    run_dir: PathBuf,
+    pub run_dir: PathBuf,
+    images: PathBuf,
     up: Option<Child>,
-    client: kube::Client,
+    pub client: kube::Client,
     /// From starting `r8s up` to it saying all nodes are Ready.
-    ready: Duration,
+    pub ready: Duration,
 }
 
 impl UpCluster {
-    async fn start(r8s: &Path, dir: &Path, images: &Path, nodes: usize, run: usize) -> anyhow::Result<Self> {
-        let name = format!("bench{}x{run}", std::process::id());
+    pub async fn start(r8s: &Path, dir: &Path, images: &Path, nodes: usize, run: usize) -> anyhow::Result<Self> {
+        Self::start_with(r8s, dir, images, &format!("bench{}x{run}", std::process::id()), &["--nodes".into(), nodes.to_string()]).await
+    }
+
+    /// `r8s up --name NAME ARGS...` with roots under `dir`, timed until it says the cluster is up.
+    pub async fn start_with(r8s: &Path, dir: &Path, images: &Path, name: &str, args: &[String]) -> anyhow::Result<Self> {
         let run_dir = PathBuf::from(format!("/run/r8s-bench-{name}"));
         let roots = vec![
             "--clusters-dir".to_string(),
@@ -145,12 +150,31 @@ impl UpCluster {
         ];
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let url = format!("http://127.0.0.1:{port}");
+        let mut cluster = UpCluster {
+            r8s: r8s.to_path_buf(),
+            name: name.to_string(),
+            roots,
+            run_dir,
+            images: images.to_path_buf(),
+            up: None,
+            client: client::connect::from_url(&url)?,
+            ready: Duration::ZERO,
+        };
+        let mut args = args.to_vec();
+        args.extend(["--listen".to_string(), format!("127.0.0.1:{port}")]);
+        cluster.ready = cluster.launch(&args).await?;
+        Ok(cluster)
+    }
+
+    /// Starts `r8s up` with `args`; how long until it said the cluster is up.
+    async fn launch(&mut self, args: &[String]) -> anyhow::Result<Duration> {
         let started = Instant::now();
-        let mut child = Command::new(r8s)
-            .args(["up", "--nodes", &nodes.to_string(), "--name", &name, "--listen", &format!("127.0.0.1:{port}")])
-            .args(&roots)
+        let mut child = Command::new(&self.r8s)
+            .args(["up", "--name", &self.name])
+            .args(args)
+            .args(&self.roots)
             .arg("--image-root")
-            .arg(images)
+            .arg(&self.images)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -158,7 +182,7 @@ impl UpCluster {
             .spawn()
             .context("starting r8s up")?;
         let stdout = child.stdout.take().context("r8s up's stdout")?;
-        let mut cluster = UpCluster { r8s: r8s.to_path_buf(), name, roots, run_dir, up: Some(child), client: client::connect::from_url(&url)?, ready: Duration::ZERO };
+        self.up = Some(child);
         let (said, heard) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -168,12 +192,36 @@ impl UpCluster {
             }
         });
         let up_at = tokio::task::spawn_blocking(move || heard.recv_timeout(Duration::from_secs(300))).await?.context("r8s up did not report the cluster up")?;
-        cluster.ready = up_at.duration_since(started);
-        Ok(cluster)
+        Ok(up_at.duration_since(started))
+    }
+
+    /// Ctrl-C for `r8s up`: the cluster stops and keeps its state; how long it took.
+    pub fn stop(&mut self) -> anyhow::Result<Duration> {
+        let mut up = self.up.take().context("r8s up does not run")?;
+        let started = Instant::now();
+        // SAFETY: signalling our own child, not yet reaped, by its pid.
+        unsafe { libc::kill(up.id() as i32, libc::SIGINT) };
+        let status = up.wait()?;
+        if !status.success() {
+            bail!("r8s up ended with {status} on SIGINT");
+        }
+        Ok(started.elapsed())
+    }
+
+    /// `r8s up --name NAME` again: the stopped cluster resumes; how long
+    /// until it said the cluster is up.
+    pub async fn resume(&mut self) -> anyhow::Result<Duration> {
+        self.launch(&[]).await
+    }
+
+    /// The pid that the cluster's pid file `process` names.
+    pub fn pid_of(&self, dir: &Path, process: &str) -> Option<u32> {
+        let text = std::fs::read_to_string(dir.join("clusters").join(&self.name).join("pids").join(format!("{process}.pid"))).ok()?;
+        text.split_whitespace().next()?.parse().ok()
     }
 
     /// `r8s down`; how long it took.
-    fn down(&mut self) -> anyhow::Result<Duration> {
+    pub fn down(&mut self) -> anyhow::Result<Duration> {
         let started = Instant::now();
         let output = Command::new(&self.r8s).args(["down", &self.name]).args(&self.roots).output()?;
         let took = started.elapsed();
@@ -189,7 +237,7 @@ impl UpCluster {
 
 impl Drop for UpCluster {
     fn drop(&mut self) {
-        if self.up.is_some() {
+        if self.up.is_some() || self.roots.get(1).is_some_and(|clusters| Path::new(clusters).join(&self.name).exists()) {
             if let Err(error) = self.down() {
                 eprintln!("cleanup: {error}");
             }

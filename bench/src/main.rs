@@ -6,6 +6,7 @@ mod api;
 mod cluster;
 mod cri;
 mod dns;
+mod lifecycle;
 mod proxy;
 mod pull;
 mod runtime;
@@ -49,6 +50,8 @@ enum Command {
     Cluster(cluster::ClusterBenchArgs),
     /// Pods scheduled and bound per second, and a big Deployment's rollout, on hollow nodes.
     Scheduler(scheduler::SchedulerBenchArgs),
+    /// r8s up --nodes 3 to an app answering by DNS name (time-to-k8s), resuming a stopped cluster, idle footprint.
+    Lifecycle(lifecycle::LifecycleBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -63,5 +66,6 @@ fn main() -> anyhow::Result<()> {
         Command::Agent(args) => agent::run(args),
         Command::Cluster(args) => cluster::run(args),
         Command::Pull(args) => pull::run(args),
+        Command::Lifecycle(args) => lifecycle::run(args),
     }
 }

@@ -125,12 +125,12 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         Shape::Host { node_name, .. } => vec![NodeSlot { id: "n1".into(), node_name: node_name.clone(), address: std::net::Ipv4Addr::LOCALHOST }],
         Shape::Namespaced { nodes, .. } => layout.nodes(*nodes),
     };
+    // First, so that no server of an earlier run still writes the store read next.
+    clear_leftovers(&layout, &state, &nodes, &progress);
     for server in &servers {
         store::raft::RaftStore::check_data_dir(&layout.server_data_dir(server))
             .with_context(|| format!("cluster {} cannot resume: the store of its server {} is damaged; restore it from a backup, or remove the cluster and its data with `r8s down {}`", layout.name, server.id, layout.name))?;
     }
-
-    clear_leftovers(&layout, &state, &nodes, &progress);
     for dir in [&layout.data_dir, &layout.run_dir, &layout.logs_dir()] {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
