@@ -122,7 +122,8 @@ async fn time_to_app(r8s: &Path, dir: &Path, images: &Path, run: usize) -> anyho
     let service: Service = serde_json::from_value(serde_json::json!({"metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}}))?;
     Api::<Service>::namespaced(client.clone(), "default").create(&PostParams::default(), &service).await?;
     // The client pod asks for the name until it answers, as a user's app would.
-    let ask = "until busybox wget -q -O- -T 1 http://web.default.svc.cluster.local/; do busybox sleep 0.1; done";
+    // (Not wget -T: Debian's busybox segfaults on it.)
+    let ask = "until busybox timeout 2 busybox wget -q -O- http://web.default.svc.cluster.local/; do busybox sleep 0.1; done";
     let asker: Pod = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "asker"},
         "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 0,
