@@ -56,6 +56,9 @@ pub enum Health {
     NotReady,
     /// The agent has not been heard from within the grace period.
     Unreachable,
+    /// A new node whose agent has not reported yet, within the grace period
+    /// since it was registered: left alone, as Kubernetes does.
+    Pending,
 }
 
 fn ready_condition(node: &Node) -> Option<&NodeCondition> {
@@ -82,9 +85,10 @@ pub fn health(node: &Node, lease: Option<&Lease>, now: Timestamp, watching_since
     match condition.map(|c| c.status.as_str()) {
         Some("True") => Health::Ready,
         Some("False") => Health::NotReady,
+        None => Health::Pending,
         // Unknown set by this controller, with a fresh Lease: the agent is back
         // but has not reported yet; keep the taint until it does.
-        _ => Health::Unreachable,
+        Some(_) => Health::Unreachable,
     }
 }
 
@@ -98,6 +102,7 @@ pub fn desired_taints(node: &Node, health: Health, now: Timestamp) -> Vec<Taint>
         Health::Ready => None,
         Health::NotReady => Some(NOT_READY),
         Health::Unreachable => Some(UNREACHABLE),
+        Health::Pending => return taints(node),
     };
     let mut result: Vec<Taint> = taints(node)
         .into_iter()
@@ -143,6 +148,13 @@ pub fn eviction_time(pod: &Pod, taints: &[Taint], default_toleration_seconds: i6
 pub fn needs_not_ready_mark(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_none()
         && pod.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|conditions| conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// A copy of an object's conditions with `change` applied to each.
+fn changed<C: Clone>(conditions: Option<&Vec<C>>, change: impl FnMut(&mut C)) -> Vec<C> {
+    let mut conditions = conditions.cloned().unwrap_or_default();
+    conditions.iter_mut().for_each(change);
+    conditions
 }
 
 pub struct NodeLifecycleController {
@@ -213,20 +225,12 @@ impl NodeLifecycleController {
                 continue;
             }
             let now = client::time::now();
-            let conditions: Vec<_> = pod
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.clone())
-                .unwrap_or_default()
-                .into_iter()
-                .map(|mut c| {
-                    if c.type_ == "Ready" && c.status == "True" {
-                        c.status = "False".into();
-                        c.last_transition_time = Some(now.clone());
-                    }
-                    c
-                })
-                .collect();
+            let conditions = changed(pod.status.as_ref().and_then(|s| s.conditions.as_ref()), |c| {
+                if c.type_ == "Ready" && c.status == "True" {
+                    c.status = "False".into();
+                    c.last_transition_time = Some(now.clone());
+                }
+            });
             let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), pod.metadata.namespace.as_deref().unwrap_or_default());
             let patch = json!({ "metadata": { "resourceVersion": pod.resource_version() }, "status": { "conditions": conditions } });
             match api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await {
@@ -240,22 +244,14 @@ impl NodeLifecycleController {
 
     async fn mark_unknown(&self, node: &Node) -> Result<()> {
         let now = client::time::now();
-        let conditions: Vec<NodeCondition> = node
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.clone())
-            .unwrap_or_default()
-            .into_iter()
-            .map(|mut c| {
-                if c.status != "Unknown" {
-                    c.status = "Unknown".into();
-                    c.reason = Some("NodeStatusUnknown".into());
-                    c.message = Some("Kubelet stopped posting node status.".into());
-                    c.last_transition_time = Some(now.clone());
-                }
-                c
-            })
-            .collect();
+        let conditions: Vec<NodeCondition> = changed(node.status.as_ref().and_then(|s| s.conditions.as_ref()), |c| {
+            if c.status != "Unknown" {
+                c.status = "Unknown".into();
+                c.reason = Some("NodeStatusUnknown".into());
+                c.message = Some("Kubelet stopped posting node status.".into());
+                c.last_transition_time = Some(now.clone());
+            }
+        });
         let api: Api<Node> = Api::all(self.ctx.client.clone());
         api.patch_status(&node.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "status": { "conditions": conditions } })))
             .await?;
@@ -327,6 +323,15 @@ mod tests {
         assert_eq!(health(&node("True", 0), Some(&lease(100)), at(130), at(0), GRACE), Health::Ready);
         assert_eq!(health(&node("True", 0), Some(&lease(100)), at(141), at(0), GRACE), Health::Unreachable);
         assert_eq!(health(&node("False", 0), Some(&lease(100)), at(110), at(0), GRACE), Health::NotReady);
+    }
+
+    #[test]
+    fn a_new_node_is_left_alone_until_its_agent_reports_or_the_grace_period_ends() {
+        let mut new = Node::default();
+        new.metadata.creation_timestamp = Some(Time(at(100)));
+        assert_eq!(health(&new, None, at(110), at(0), GRACE), Health::Pending);
+        assert!(desired_taints(&new, Health::Pending, at(110)).is_empty(), "no taint while it starts");
+        assert_eq!(health(&new, None, at(141), at(0), GRACE), Health::Unreachable);
     }
 
     #[test]
