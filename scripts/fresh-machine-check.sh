@@ -291,7 +291,10 @@ demo() {
 
 leftovers() {
   local left=0 h
-  if [ -s "$root/var/tmp/fresh-check-left" ]; then
+  if [ ! -f "$root/var/tmp/fresh-check-left" ]; then
+    echo "the demo step did not look at its namespaces"
+    left=1
+  elif [ -s "$root/var/tmp/fresh-check-left" ]; then
     echo "left in the demo's namespaces:"
     cat "$root/var/tmp/fresh-check-left"
     left=1
