@@ -15,12 +15,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use cri::Remote as CriClient;
+use cri::RuntimeService;
 use runtime::cri::api::{
-    ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec, LinuxPodSandboxConfig, ListPodSandboxRequest, LinuxSandboxSecurityContext,
-    NamespaceOption, PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
-    StopPodSandboxRequest,
+    ContainerConfig, ContainerMetadata, ImageSpec, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceOption, PodSandboxConfig,
+    PodSandboxMetadata,
 };
-use runtime::cri::CriClient;
 use runtime::network::NetNs;
 
 use crate::stats::{ms, print_table, Samples};
@@ -214,32 +214,22 @@ fn pod_config(name: &str) -> PodSandboxConfig {
 async fn start_pod(client: &mut CriClient, image: &str, name: &str) -> anyhow::Result<(String, Duration)> {
     let config = pod_config(name);
     let start = Instant::now();
-    let sandbox = client
-        .runtime
-        .run_pod_sandbox(RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() })
-        .await?
-        .into_inner()
-        .pod_sandbox_id;
+    let sandbox = client.run_pod_sandbox(config.clone(), "").await?;
     let container = ContainerConfig {
         metadata: Some(ContainerMetadata { name: "sleep".into(), attempt: 0 }),
         image: Some(ImageSpec { image: image.into(), ..Default::default() }),
         command: vec!["sleep".into(), "3600".into()],
         ..Default::default()
     };
-    let container_id = client
-        .runtime
-        .create_container(CreateContainerRequest { pod_sandbox_id: sandbox.clone(), config: Some(container), sandbox_config: Some(config) })
-        .await?
-        .into_inner()
-        .container_id;
-    client.runtime.start_container(StartContainerRequest { container_id }).await?;
+    let container_id = client.create_container(&sandbox, container, Some(config)).await?;
+    client.start_container(&container_id).await?;
     Ok((sandbox, start.elapsed()))
 }
 
 async fn remove_pods(client: &mut CriClient, sandboxes: &[String]) -> anyhow::Result<()> {
     for id in sandboxes {
-        client.runtime.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: id.clone() }).await?;
-        client.runtime.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id.clone() }).await?;
+        client.stop_pod_sandbox(id).await?;
+        client.remove_pod_sandbox(id).await?;
     }
     Ok(())
 }
@@ -247,10 +237,8 @@ async fn remove_pods(client: &mut CriClient, sandboxes: &[String]) -> anyhow::Re
 /// Removes every pod this benchmark made (namespace `bench`), also after a failure.
 pub async fn remove_bench_pods(socket: &Path) {
     let Ok(mut client) = CriClient::connect(socket).await else { return };
-    let Ok(pods) = client.runtime.list_pod_sandbox(ListPodSandboxRequest { filter: None }).await else { return };
+    let Ok(pods) = client.list_pod_sandbox(None).await else { return };
     let ours: Vec<String> = pods
-        .into_inner()
-        .items
         .into_iter()
         .filter(|pod| pod.metadata.as_ref().is_some_and(|m| m.namespace == "bench"))
         .map(|pod| pod.id)

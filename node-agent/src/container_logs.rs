@@ -130,7 +130,7 @@ async fn keep_in_bounds(cri: &Cri, log: &ContainerLog, policy: LogPolicy) -> Res
         let Some(container_id) = running_container(cri, log).await? else { return Ok(()) };
         let stamp = chrono_stamp();
         std::fs::rename(&log.path, dir.join(format!("{prefix}{stamp}"))).map_err(io_error)?;
-        cri.runtime.clone().reopen_container_log(cri::ReopenContainerLogRequest { container_id }).await.map_err(crate::cri::CriError::from)?;
+        cri.runtime.reopen_container_log(&container_id).await.map_err(crate::cri::CriError::from)?;
     }
     for name in plan.remove {
         std::fs::remove_file(dir.join(&name)).map_err(io_error)?;
@@ -145,7 +145,7 @@ async fn running_container(cri: &Cri, log: &ContainerLog) -> Result<Option<Strin
         label_selector: [(labels::POD_UID.to_string(), log.pod_uid.clone())].into(),
         ..Default::default()
     };
-    let containers = cri.runtime.clone().list_containers(cri::ListContainersRequest { filter: Some(filter) }).await.map_err(crate::cri::CriError::from)?.into_inner().containers;
+    let containers = cri.runtime.list_containers(Some(filter)).await.map_err(crate::cri::CriError::from)?;
     Ok(containers
         .into_iter()
         .find(|c| c.metadata.as_ref().is_some_and(|m| m.name == log.container && m.attempt == log.attempt))

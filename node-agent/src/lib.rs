@@ -7,17 +7,18 @@
 //! - [`node`]: the Node object, its status and its Lease;
 //! - [`pods`]: one worker per pod, and what it is built from (container specs,
 //!   env, volumes, probes, back-off, status);
-//! - [`cri`]: the CRI client; [`server`] and [`logs`]: logs and exec over HTTP;
+//! - [`cri`]: the runtime, behind CRI's traits; [`server`] and [`logs`]: logs and exec over HTTP;
 //! - [`host`]: facts about the machine.
 
 pub mod container_logs;
-pub mod cri;
 pub mod host;
 pub mod logs;
 pub mod node;
 pub mod pods;
 pub mod routes;
 pub mod server;
+
+pub use cri;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

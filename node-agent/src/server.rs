@@ -67,7 +67,7 @@ struct Found {
 
 /// The newest instance of the container (or the one before it).
 async fn find(server: &Server, namespace: &str, pod: &str, container: &str, previous: bool) -> Result<Found, Response> {
-    let mut runtime = server.cri.runtime.clone();
+    let runtime = &server.cri.runtime;
     let selector = [
         (labels::POD_NAMESPACE.to_string(), namespace.to_string()),
         (labels::POD_NAME.to_string(), pod.to_string()),
@@ -75,15 +75,13 @@ async fn find(server: &Server, namespace: &str, pod: &str, container: &str, prev
     ];
     let filter = cri::ContainerFilter { label_selector: selector.into(), ..Default::default() };
     let listed = runtime
-        .list_containers(cri::ListContainersRequest { filter: Some(filter) })
+        .list_containers(Some(filter))
         .await
-        .map_err(|s| error(StatusCode::BAD_GATEWAY, format!("container runtime: {}", s.message())))?
-        .into_inner()
-        .containers;
+        .map_err(|s| error(StatusCode::BAD_GATEWAY, format!("container runtime: {}", s.message())))?;
     let mut instances = Vec::new();
     for listed in listed {
-        let Ok(reply) = runtime.container_status(cri::ContainerStatusRequest { container_id: listed.id.clone(), verbose: false }).await else { continue };
-        if let Some(status) = reply.into_inner().status {
+        let Ok(reply) = runtime.container_status(&listed.id, false).await else { continue };
+        if let Some(status) = reply.status {
             instances.push((labels::restart_count(&status.annotations), listed.labels.get(labels::POD_UID).cloned().unwrap_or_default(), status));
         }
     }
@@ -179,9 +177,8 @@ async fn read_from(path: &Path, offset: &mut u64) -> String {
 }
 
 async fn still_running(cri: &Cri, id: &str) -> bool {
-    let request = cri::ContainerStatusRequest { container_id: id.to_string(), verbose: false };
-    match cri.runtime.clone().container_status(request).await {
-        Ok(reply) => reply.into_inner().status.is_some_and(|s| s.state == cri::ContainerState::ContainerRunning as i32),
+    match cri.runtime.container_status(id, false).await {
+        Ok(reply) => reply.status.is_some_and(|s| s.state == cri::ContainerState::ContainerRunning as i32),
         Err(_) => false,
     }
 }
@@ -249,7 +246,7 @@ async fn exec(
         stderr: query.stderr(),
         cmd: query.command,
     };
-    let url = server.cri.runtime.clone().exec(request).await.map(|reply| reply.into_inner().url);
+    let url = server.cri.runtime.exec(request).await;
     relay_upgrade(upgrade, url)
 }
 
@@ -268,7 +265,7 @@ async fn attach(
         Err(response) => return response,
     };
     let request = cri::AttachRequest { container_id, tty: query.tty, stdin: query.stdin, stdout: query.stdout(), stderr: query.stderr() };
-    let url = server.cri.runtime.clone().attach(request).await.map(|reply| reply.into_inner().url);
+    let url = server.cri.runtime.attach(request).await;
     relay_upgrade(upgrade, url)
 }
 

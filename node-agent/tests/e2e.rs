@@ -228,7 +228,7 @@ fn deletion_stops_within_the_grace_period_and_removes_the_pod() {
         assert!(events.iter().any(|e| e == "Killing: Stopping container main"), "{events:#?}");
         // Nothing is left in the runtime.
         let cri = node_agent::cri::Cri::connect(&format!("unix://{}", cluster.socket.display())).unwrap();
-        let left = cri.runtime.clone().list_pod_sandbox(node_agent::cri::api::ListPodSandboxRequest { filter: None }).await.unwrap().into_inner().items;
+        let left = cri.runtime.list_pod_sandbox(None).await.unwrap();
         assert!(left.is_empty(), "{left:?}");
     });
 }

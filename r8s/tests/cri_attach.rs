@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use cri_support::{container_config, Cri, Node};
 use futures::{SinkExt, StreamExt};
-use runtime::cri::api::{AttachRequest, ContainerState, ContainerStatusRequest, CreateContainerRequest, StartContainerRequest};
+use runtime::cri::api::{AttachRequest, ContainerState};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
@@ -23,15 +23,14 @@ async fn run_with_stdin(cri: &mut Cri, pod: &str, name: &str, command: &[&str], 
     config.stdin = true;
     config.stdin_once = once;
     config.tty = tty;
-    let request = CreateContainerRequest { pod_sandbox_id: pod.into(), config: Some(config), sandbox_config: None };
-    let id = cri.client.runtime.create_container(request).await.unwrap().into_inner().container_id;
-    cri.client.runtime.start_container(StartContainerRequest { container_id: id.clone() }).await.unwrap();
+    let id = cri.client.runtime.create_container(pod, config, None).await.unwrap();
+    cri.client.runtime.start_container(&id).await.unwrap();
     id
 }
 
 async fn attach(cri: &mut Cri, container: &str, stdin: bool, tty: bool) -> Socket {
     let request = AttachRequest { container_id: container.into(), stdin, tty, stdout: true, stderr: true };
-    let url = cri.client.runtime.attach(request).await.unwrap().into_inner().url;
+    let url = cri.client.runtime.attach(request).await.unwrap();
     assert!(url.contains("/attach/"), "{url}");
     let mut ws = url.replacen("http://", "ws://", 1).into_client_request().unwrap();
     ws.headers_mut().insert("Sec-WebSocket-Protocol", "v5.channel.k8s.io".parse().unwrap());
@@ -74,8 +73,7 @@ async fn read_until(socket: &mut Socket, received: &mut Received, done: impl Fn(
 }
 
 async fn state(cri: &mut Cri, id: &str) -> (i32, i32) {
-    let status = cri.client.runtime.container_status(ContainerStatusRequest { container_id: id.into(), verbose: false }).await.unwrap();
-    let status = status.into_inner().status.unwrap();
+    let status = cri.client.runtime.container_status(id, false).await.unwrap().status.unwrap();
     (status.state, status.exit_code)
 }
 

@@ -8,7 +8,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use cri_support::{Cri, Node};
-use runtime::cri::api::{ReopenContainerLogRequest, StopContainerRequest};
 use runtime::logs::parse_line;
 use tonic::Code;
 
@@ -37,7 +36,7 @@ async fn wait_for_ticks(path: &Path, count: usize) -> Vec<u32> {
 }
 
 async fn reopen(cri: &mut Cri, id: &str) -> Result<(), tonic::Status> {
-    cri.client.runtime.reopen_container_log(ReopenContainerLogRequest { container_id: id.into() }).await.map(|_| ())
+    cri.client.runtime.reopen_container_log(id).await
 }
 
 fn assert_consecutive(ticks: &[u32]) {
@@ -97,7 +96,7 @@ async fn reopen_container_log_refuses_unknown_and_stopped_containers() {
 
     let stopped = cri.run(&pod, "stopped", TICKER).await;
     reopen(&mut cri, &stopped).await.unwrap();
-    cri.client.runtime.stop_container(StopContainerRequest { container_id: stopped.clone(), timeout: 1 }).await.unwrap();
+    cri.client.runtime.stop_container(&stopped, 1).await.unwrap();
     let error = reopen(&mut cri, &stopped).await.expect_err("stopped");
     assert_eq!(error.code(), Code::FailedPrecondition);
     assert!(error.message().contains("is not running"), "{}", error.message());

@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use cri_support::{entries, pod_config, Node};
 use runtime::cri::api::{
-    AttachRequest, ContainerFilter, ContainerStateValue, ContainerStatsRequest, ContainerStatusRequest, CreateContainerRequest,
-    ImageSpec, ListContainersRequest, ListPodSandboxRequest, NamespaceOption, PodSandboxStatsRequest, PodSandboxStatusRequest,
-    PullImageRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
+    AttachRequest, ContainerFilter, ContainerStateValue, ImageSpec, NamespaceOption,
 };
 use runtime::cri::api::{ContainerState, PodSandboxState};
 use futures::{SinkExt, StreamExt};
@@ -29,15 +27,7 @@ fn as_strs(v: &[String]) -> Vec<&str> {
 }
 
 async fn pod_ip(cri: &mut cri_support::Cri, sandbox: &str) -> String {
-    let status = cri
-        .client
-        .runtime
-        .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: sandbox.into(), verbose: false })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let status = cri.client.runtime.pod_sandbox_status(sandbox, false).await.unwrap().status.unwrap();
     assert_eq!(status.state, PodSandboxState::SandboxReady as i32);
     status.network.unwrap().ip
 }
@@ -112,10 +102,8 @@ async fn statuses_exec_logs_and_stats() {
 
     let id = cri.create(&pod, "worker", &["sh", "-c", "echo out-$GREETING; echo err >&2; exec sleep 600"]).await.unwrap();
     let status = |cri: &mut cri_support::Cri, id: String| {
-        let mut client = cri.client.runtime.clone();
-        async move {
-            client.container_status(ContainerStatusRequest { container_id: id, verbose: false }).await.unwrap().into_inner().status.unwrap()
-        }
+        let client = cri.client.runtime.clone();
+        async move { client.container_status(&id, false).await.unwrap().status.unwrap() }
     };
     let created = status(&mut cri, id.clone()).await;
     assert_eq!(created.state, ContainerState::ContainerCreated as i32);
@@ -124,7 +112,7 @@ async fn statuses_exec_logs_and_stats() {
     assert_eq!(created.log_path, logs.join("worker/0.log").display().to_string());
     assert!(created.created_at > 0 && created.image_ref.starts_with("sha256:"));
 
-    cri.client.runtime.start_container(StartContainerRequest { container_id: id.clone() }).await.unwrap();
+    cri.client.runtime.start_container(&id).await.unwrap();
     let running = status(&mut cri, id.clone()).await;
     assert_eq!(running.state, ContainerState::ContainerRunning as i32);
     assert!(running.started_at >= running.created_at);
@@ -133,10 +121,10 @@ async fn statuses_exec_logs_and_stats() {
     assert_eq!((code, out.as_str(), err.as_str()), (3, "to-out\n", "to-err\n"));
     cri.exec(&id, &["sh", "-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; head -c 4000000 /dev/zero > /tmp/fill"]).await;
 
-    let stats = cri.client.runtime.container_stats(ContainerStatsRequest { container_id: id.clone() }).await.unwrap().into_inner().stats.unwrap();
+    let stats = cri.client.runtime.container_stats(&id).await.unwrap();
     assert!(stats.memory.unwrap().working_set_bytes.unwrap().value > 0);
     assert!(stats.cpu.unwrap().usage_core_nano_seconds.unwrap().value > 0);
-    let pod_stats = cri.client.runtime.pod_sandbox_stats(PodSandboxStatsRequest { pod_sandbox_id: pod.clone() }).await.unwrap().into_inner().stats.unwrap();
+    let pod_stats = cri.client.runtime.pod_sandbox_stats(&pod).await.unwrap();
     let linux = pod_stats.linux.unwrap();
     assert!(linux.memory.unwrap().usage_bytes.unwrap().value > 0);
     assert_eq!(linux.containers.len(), 1);
@@ -145,7 +133,7 @@ async fn statuses_exec_logs_and_stats() {
     let log = std::fs::read_to_string(logs.join("worker/0.log")).unwrap();
     assert!(log.contains(" stdout F out-hello\n") && log.contains(" stderr F err\n"), "{log}");
 
-    cri.client.runtime.stop_container(StopContainerRequest { container_id: id.clone(), timeout: 1 }).await.unwrap();
+    cri.client.runtime.stop_container(&id, 1).await.unwrap();
     let stopped = status(&mut cri, id.clone()).await;
     assert_eq!(stopped.state, ContainerState::ContainerExited as i32);
     // sleep is its PID namespace's init: it ignores SIGTERM and is killed after the grace period.
@@ -167,7 +155,7 @@ async fn statuses_exec_logs_and_stats() {
     assert!(missing.message().contains("/no/such/program"), "{missing:?}");
 
     let filter = ContainerFilter { pod_sandbox_id: pod.clone(), state: Some(ContainerStateValue { state: ContainerState::ContainerExited as i32 }), ..Default::default() };
-    let exited = cri.client.runtime.list_containers(ListContainersRequest { filter: Some(filter) }).await.unwrap().into_inner().containers;
+    let exited = cri.client.runtime.list_containers(Some(filter)).await.unwrap();
     assert_eq!(exited.len(), 2);
     cri.shutdown().await;
 }
@@ -186,7 +174,7 @@ async fn removing_a_pod_frees_its_address_and_exhaustion_leaves_nothing() {
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
     assert!(refused.message().contains("exhausted"), "{refused:?}");
     // Nothing half-made: no second sandbox, netns or sandbox directory.
-    let listed = cri.client.runtime.list_pod_sandbox(ListPodSandboxRequest { filter: None }).await.unwrap().into_inner().items;
+    let listed = cri.client.runtime.list_pod_sandbox(None).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(entries(&netns_dir).len(), 1);
     assert_eq!(entries(&node.config.root.join("sandboxes")).len(), 1);
@@ -213,11 +201,11 @@ async fn a_restarted_service_finds_running_pods_again() {
     cri.shutdown().await;
 
     let mut cri = node.start().await;
-    let pods = cri.client.runtime.list_pod_sandbox(ListPodSandboxRequest { filter: None }).await.unwrap().into_inner().items;
+    let pods = cri.client.runtime.list_pod_sandbox(None).await.unwrap();
     assert_eq!(pods.len(), 1);
     assert_eq!((pods[0].id.as_str(), pods[0].state), (pod.as_str(), PodSandboxState::SandboxReady as i32));
     assert_eq!(pod_ip(&mut cri, &pod).await, ip);
-    let containers = cri.client.runtime.list_containers(ListContainersRequest { filter: None }).await.unwrap().into_inner().containers;
+    let containers = cri.client.runtime.list_containers(None).await.unwrap();
     assert_eq!(containers.len(), 1);
     assert_eq!((containers[0].id.as_str(), containers[0].state), (container.as_str(), ContainerState::ContainerRunning as i32));
     // The same process, still running.
@@ -246,13 +234,12 @@ async fn bad_input_gets_clear_errors() {
 
     let mut config = cri_support::container_config("img", &["true"]);
     config.image = Some(ImageSpec { image: "nosuch:1.0".into(), ..Default::default() });
-    let request = CreateContainerRequest { pod_sandbox_id: pod.clone(), config: Some(config), sandbox_config: None };
-    let no_image = cri.client.runtime.create_container(request).await.expect_err("missing image");
+    let no_image = cri.client.runtime.create_container(&pod, config, None).await.expect_err("missing image");
     assert_eq!(no_image.code(), Code::NotFound);
     assert!(no_image.message().contains("nosuch:1.0"), "{no_image:?}");
 
     // Pulls from a registry are tested in registry_pull.rs; a malformed reference never leaves the node.
-    let pull = cri.client.images.pull_image(PullImageRequest { image: Some(ImageSpec { image: "NoSuch:1.0".into(), ..Default::default() }), ..Default::default() }).await;
+    let pull = cri.client.images.pull_image(ImageSpec { image: "NoSuch:1.0".into(), ..Default::default() }, None, None).await;
     let pull = pull.expect_err("not a reference");
     assert_eq!(pull.code(), Code::InvalidArgument);
     assert!(pull.message().contains("\"NoSuch:1.0\""), "{pull:?}");
@@ -260,11 +247,11 @@ async fn bad_input_gets_clear_errors() {
     let attach = cri.client.runtime.attach(AttachRequest { container_id: "x".into(), stdout: true, ..Default::default() }).await;
     assert_eq!(attach.expect_err("attach to an unknown container").code(), Code::NotFound);
 
-    let no_metadata = cri.client.runtime.run_pod_sandbox(RunPodSandboxRequest { config: Some(Default::default()), runtime_handler: String::new() }).await;
+    let no_metadata = cri.client.runtime.run_pod_sandbox(Default::default(), "").await;
     assert_eq!(no_metadata.expect_err("no metadata").code(), Code::InvalidArgument);
     let mut bad_parent = pod_config("parent");
     bad_parent.linux.as_mut().unwrap().cgroup_parent = "/../../escape".into();
-    let escape = cri.client.runtime.run_pod_sandbox(RunPodSandboxRequest { config: Some(bad_parent), runtime_handler: String::new() }).await;
+    let escape = cri.client.runtime.run_pod_sandbox(bad_parent, "").await;
     assert_eq!(escape.expect_err("bad cgroup parent").code(), Code::InvalidArgument);
     assert_eq!(entries(&node.config.root.join("sandboxes")).len(), 1);
     cri.shutdown().await;
@@ -282,7 +269,7 @@ async fn exec_stream(cri: &mut cri_support::Cri, container: &str, cmd: &[&str], 
         stdout: true,
         stderr: true,
     };
-    let url = cri.client.runtime.exec(request).await.unwrap().into_inner().url;
+    let url = cri.client.runtime.exec(request).await.unwrap();
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
     let mut ws_request = url.replacen("http://", "ws://", 1).into_client_request().unwrap();
     ws_request.headers_mut().insert("Sec-WebSocket-Protocol", "v5.channel.k8s.io".parse().unwrap());
@@ -327,9 +314,7 @@ async fn exec_streams_over_websocket() {
         .runtime
         .exec(ExecRequest { container_id: container.clone(), cmd: vec!["true".into()], stdout: true, ..Default::default() })
         .await
-        .unwrap()
-        .into_inner()
-        .url;
+        .unwrap();
     let mut first = url.replacen("http://", "ws://", 1).into_client_request().unwrap();
     first.headers_mut().insert("Sec-WebSocket-Protocol", "v5.channel.k8s.io".parse().unwrap());
     let (mut socket, _) = tokio_tungstenite::connect_async(first.clone()).await.unwrap();

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use cri_support::runtime_support;
 use registry_support::{Auth, Registry, PASSWORD, USER};
-use runtime::cri::api::{AuthConfig, ImageSpec, ImageStatusRequest, PullImageRequest, StartContainerRequest};
+use runtime::cri::api::{AuthConfig, ImageSpec};
 use runtime::image::registry::{Credentials, PullError, PullEvent, PullOptions};
 use runtime::image::{Digest, ImageError, ImageStore};
 use serde_json::json;
@@ -218,43 +218,32 @@ async fn cri_pull_image_honours_auth_and_the_pulled_image_runs() {
     let node = cri_support::Node::new(None).await;
     let mut cri = node.start().await;
     let reference = format!("{}/{REPO}:1", registry.host);
-    let request = |auth: Option<AuthConfig>, image: &str| PullImageRequest {
-        image: Some(ImageSpec { image: image.to_string(), ..Default::default() }),
-        auth,
-        sandbox_config: None,
-    };
+    let spec = |image: &str| ImageSpec { image: image.to_string(), ..Default::default() };
 
     let wrong = AuthConfig { username: USER.into(), password: "wrong".into(), ..Default::default() };
-    let status = cri.client.images.pull_image(request(Some(wrong), &reference)).await.unwrap_err();
+    let status = cri.client.images.pull_image(spec(&reference), Some(wrong), None).await.unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     assert!(status.message().contains(&registry.host) && status.message().contains(&reference), "{status:?}");
 
     let unknown = format!("{}/r8s-test/nosuch:1", registry.host);
     let right = AuthConfig { username: USER.into(), password: PASSWORD.into(), ..Default::default() };
-    let status = cri.client.images.pull_image(request(Some(right), &unknown)).await.unwrap_err();
+    let status = cri.client.images.pull_image(spec(&unknown), Some(right), None).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
     assert!(status.message().contains(&unknown), "{status:?}");
 
     // The docker config form: base64 of user:password in `auth`.
     let encoded = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{USER}:{PASSWORD}"));
     let docker_config = AuthConfig { auth: encoded, server_address: registry.host.clone(), ..Default::default() };
-    let pulled = cri.client.images.pull_image(request(Some(docker_config), &reference)).await.unwrap().into_inner();
-    assert_eq!(pulled.image_ref, config, "containerd answers with the image id");
-    let status = cri.client.images.image_status(ImageStatusRequest { image: Some(ImageSpec { image: reference.clone(), ..Default::default() }), verbose: false });
-    assert_eq!(status.await.unwrap().into_inner().image.unwrap().id, config);
+    let pulled = cri.client.images.pull_image(spec(&reference), Some(docker_config), None).await.unwrap();
+    assert_eq!(pulled, config, "containerd answers with the image id");
+    let status = cri.client.images.image_status(spec(&reference), false).await.unwrap();
+    assert_eq!(status.image.unwrap().id, config);
 
     let sandbox = cri.run_pod("pulled", |_| {}).await.unwrap();
     let mut container = cri_support::container_config("app", &["sleep", "60"]);
     container.image = Some(ImageSpec { image: reference.clone(), ..Default::default() });
-    let created = cri
-        .client
-        .runtime
-        .create_container(runtime::cri::api::CreateContainerRequest { pod_sandbox_id: sandbox.clone(), config: Some(container), sandbox_config: None })
-        .await
-        .unwrap()
-        .into_inner()
-        .container_id;
-    cri.client.runtime.start_container(StartContainerRequest { container_id: created.clone() }).await.unwrap();
+    let created = cri.client.runtime.create_container(&sandbox, container, None).await.unwrap();
+    cri.client.runtime.start_container(&created).await.unwrap();
     let (code, out, err) = cri.exec(&created, &["sh", "-c", "cat /etc/pulled-from; echo $PULLED"]).await;
     assert_eq!((code, out.as_str()), (0, "the registry\nyes\n"), "{err}");
     cri.remove_pod(&sandbox).await;

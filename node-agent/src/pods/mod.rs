@@ -28,7 +28,7 @@ use client::kube::runtime::watcher;
 use client::kube::{Api, Client};
 use tokio::sync::{mpsc, Notify};
 
-use crate::cri::{api as cri, Cri};
+use crate::cri::Cri;
 use crate::node::NodeIdentity;
 
 /// How often sandboxes without a pod are looked for.
@@ -129,10 +129,10 @@ pub async fn run(ctx: Arc<Context>) {
 /// changed state since the last call, so their workers sync at once instead of
 /// waiting for their periodic sync.
 async fn changed_pods(cri: &Cri, last: &mut HashMap<String, i32>) -> HashSet<String> {
-    let Ok(reply) = cri.runtime.clone().list_containers(cri::ListContainersRequest { filter: None }).await else { return HashSet::new() };
+    let Ok(containers) = cri.runtime.list_containers(None).await else { return HashSet::new() };
     let mut changed = HashSet::new();
     let mut now = HashMap::new();
-    for container in reply.into_inner().containers {
+    for container in containers {
         let uid = container.labels.get(labels::POD_UID).cloned().unwrap_or_default();
         if last.get(&container.id) != Some(&container.state) {
             changed.insert(uid);
@@ -146,8 +146,8 @@ async fn changed_pods(cri: &Cri, last: &mut HashMap<String, i32>) -> HashSet<Str
 /// Removes sandboxes (with their containers and volumes) of pods this node no
 /// longer has, and containers whose sandbox is gone.
 async fn remove_orphans(ctx: &Context, known: &HashSet<String>) -> Result<(), tonic::Status> {
-    let mut runtime = ctx.cri.runtime.clone();
-    let sandboxes = runtime.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }).await?.into_inner().items;
+    let runtime = &ctx.cri.runtime;
+    let sandboxes = runtime.list_pod_sandbox(None).await?;
     let mut remaining = HashSet::new();
     for sandbox in sandboxes {
         let uid = sandbox.labels.get(labels::POD_UID).cloned().unwrap_or_default();
@@ -156,17 +156,17 @@ async fn remove_orphans(ctx: &Context, known: &HashSet<String>) -> Result<(), to
             continue;
         }
         tracing::info!(sandbox = %sandbox.id, pod_uid = %uid, "removing a sandbox that belongs to no pod");
-        runtime.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: sandbox.id.clone() }).await?;
-        runtime.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: sandbox.id }).await?;
+        runtime.stop_pod_sandbox(&sandbox.id).await?;
+        runtime.remove_pod_sandbox(&sandbox.id).await?;
         if !uid.is_empty() {
             if let Err(error) = volumes::tear_down(&ctx.root_dir, &uid) {
                 tracing::warn!(%error, pod_uid = %uid, "could not remove an orphaned pod's volumes");
             }
         }
     }
-    let containers = runtime.list_containers(cri::ListContainersRequest { filter: None }).await?.into_inner().containers;
+    let containers = runtime.list_containers(None).await?;
     for container in containers.into_iter().filter(|c| !remaining.contains(&c.pod_sandbox_id)) {
-        runtime.remove_container(cri::RemoveContainerRequest { container_id: container.id }).await?;
+        runtime.remove_container(&container.id).await?;
     }
     Ok(())
 }

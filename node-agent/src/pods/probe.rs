@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use crate::cri::{api as cri, Cri};
+use crate::cri::Cri;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -104,12 +104,12 @@ pub struct Target {
 pub async fn run_once(probe: &Probe, target: &Target) -> Outcome {
     let timeout = Duration::from_secs(probe.timeout_seconds.unwrap_or(1).max(1) as u64);
     if let Some(exec) = &probe.exec {
-        let request = cri::ExecSyncRequest { container_id: target.container_id.clone(), cmd: exec.command.clone().unwrap_or_default(), timeout: timeout.as_secs() as i64 };
-        return match tokio::time::timeout(timeout + Duration::from_secs(1), target.cri.runtime.clone().exec_sync(request)).await {
+        let command = exec.command.clone().unwrap_or_default();
+        let call = target.cri.runtime.exec_sync(&target.container_id, command, timeout.as_secs() as i64);
+        return match tokio::time::timeout(timeout + Duration::from_secs(1), call).await {
             Err(_) => Outcome::Failure(format!("command timed out after {}s", timeout.as_secs())),
             Ok(Err(status)) => Outcome::Failure(status.message().to_string()),
             Ok(Ok(reply)) => {
-                let reply = reply.into_inner();
                 if reply.exit_code == 0 {
                     Outcome::Success
                 } else {

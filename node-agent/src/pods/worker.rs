@@ -104,21 +104,21 @@ impl PodWorker {
 
     async fn sandboxes(&self) -> Result<Vec<cri::PodSandbox>, SyncError> {
         let filter = cri::PodSandboxFilter { label_selector: [(labels::POD_UID.to_string(), self.uid.clone())].into(), ..Default::default() };
-        Ok(self.ctx.cri.runtime.clone().list_pod_sandbox(cri::ListPodSandboxRequest { filter: Some(filter) }).await?.into_inner().items)
+        Ok(self.ctx.cri.runtime.list_pod_sandbox(Some(filter)).await?)
     }
 
     /// The pod's container instances from CRI, grouped by name, newest first;
     /// instances older than the previous one are removed, as the kubelet's
     /// garbage collection does.
     async fn instances(&self, sandbox_id: &str) -> Result<Instances, SyncError> {
-        let mut runtime = self.ctx.cri.runtime.clone();
+        let runtime = &self.ctx.cri.runtime;
         let filter = cri::ContainerFilter { pod_sandbox_id: sandbox_id.to_string(), ..Default::default() };
-        let listed = runtime.list_containers(cri::ListContainersRequest { filter: Some(filter) }).await?.into_inner().containers;
+        let listed = runtime.list_containers(Some(filter)).await?;
         let mut grouped: Instances = HashMap::new();
         for container in listed {
             let Some(name) = container.labels.get(labels::CONTAINER_NAME).cloned() else { continue };
-            let reply = match runtime.container_status(cri::ContainerStatusRequest { container_id: container.id.clone(), verbose: false }).await {
-                Ok(reply) => reply.into_inner(),
+            let reply = match runtime.container_status(&container.id, false).await {
+                Ok(reply) => reply,
                 Err(status) if status.code() == tonic::Code::NotFound => continue,
                 Err(status) => return Err(status.into()),
             };
@@ -128,7 +128,7 @@ impl PodWorker {
         for list in grouped.values_mut() {
             list.sort_by_key(|i| std::cmp::Reverse((i.restart_count, i.started_at)));
             for old in list.drain(2.min(list.len())..) {
-                let _ = runtime.remove_container(cri::RemoveContainerRequest { container_id: old.id }).await;
+                let _ = runtime.remove_container(&old.id).await;
             }
         }
         Ok(grouped)
@@ -155,7 +155,7 @@ impl PodWorker {
                 }
             }
         };
-        let sandbox = self.ctx.cri.runtime.clone().pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: sandbox_id.clone(), verbose: false }).await?.into_inner().status;
+        let sandbox = self.ctx.cri.runtime.pod_sandbox_status(&sandbox_id, false).await?.status;
         let pod_ips: Vec<String> = sandbox
             .as_ref()
             .and_then(|s| s.network.as_ref())
@@ -167,7 +167,7 @@ impl PodWorker {
         if terminal {
             // A finished pod runs nothing more; its sandbox goes.
             self.stop_all(pod, &instances, &events, 0).await;
-            self.ctx.cri.runtime.clone().stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: sandbox_id }).await?;
+            self.ctx.cri.runtime.stop_pod_sandbox(&sandbox_id).await?;
             return Ok(());
         }
 
@@ -196,7 +196,7 @@ impl PodWorker {
                     Some(instance) if instance.state == RunState::Running => self.check_running(pod, container, instance, &pod_ip, &events).await,
                     Some(instance) if instance.state == RunState::Created => {
                         // Created but never started (the agent stopped in between).
-                        self.ctx.cri.runtime.clone().start_container(cri::StartContainerRequest { container_id: instance.id.clone() }).await?;
+                        self.ctx.cri.runtime.start_container(&instance.id).await?;
                     }
                     Some(instance) => {
                         let restart = policy == "Always" || (policy == "OnFailure" && instance.exit_code != 0);
@@ -232,11 +232,10 @@ impl PodWorker {
             events.pod(EventType::Warning, "MissingClusterDNS", warning);
         }
         config.dns_config = Some(pod_dns.config);
-        let request = cri::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() };
-        match self.ctx.cri.runtime.clone().run_pod_sandbox(request).await {
+        match self.ctx.cri.runtime.run_pod_sandbox(config.clone(), "").await {
             Ok(reply) => {
                 self.sandbox_config = Some(config);
-                Ok(Some(reply.into_inner().pod_sandbox_id))
+                Ok(Some(reply))
             }
             Err(status) => {
                 events.pod(EventType::Warning, "FailedCreatePodSandBox", format!("Failed to create pod sandbox: {}", status.message()));
@@ -272,8 +271,7 @@ impl PodWorker {
             events.container(&container.name, EventType::Normal, "Killing", format!("Container {} failed {probe_name} probe, will be restarted", container.name));
             self.probes.remove(&instance.id);
             let grace = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
-            let request = cri::StopContainerRequest { container_id: instance.id.clone(), timeout: grace };
-            if let Err(status) = self.ctx.cri.runtime.clone().stop_container(request).await {
+            if let Err(status) = self.ctx.cri.runtime.stop_container(&instance.id, grace).await {
                 tracing::warn!(pod = %self.key, container = %container.name, %status, "could not stop an unhealthy container");
             }
         }
@@ -349,10 +347,9 @@ impl PodWorker {
             }
         };
         let sandbox_config = self.sandbox_config.clone().unwrap_or_else(|| spec::sandbox_config(pod, &self.ctx.log_dir, 0));
-        let mut runtime = self.ctx.cri.runtime.clone();
-        let request = cri::CreateContainerRequest { pod_sandbox_id: sandbox_id.to_string(), config: Some(config), sandbox_config: Some(sandbox_config) };
-        let id = match runtime.create_container(request).await {
-            Ok(reply) => reply.into_inner().container_id,
+        let runtime = &self.ctx.cri.runtime;
+        let id = match runtime.create_container(sandbox_id, config, Some(sandbox_config)).await {
+            Ok(id) => id,
             Err(status) => {
                 events.container(&name, EventType::Warning, "Failed", format!("Error: {}", status.message()));
                 self.waiting.insert(name, Waiting::new("CreateContainerError", status.message()));
@@ -360,7 +357,7 @@ impl PodWorker {
             }
         };
         events.container(&name, EventType::Normal, "Created", format!("Created container: {name}"));
-        if let Err(status) = runtime.start_container(cri::StartContainerRequest { container_id: id.clone() }).await {
+        if let Err(status) = runtime.start_container(&id).await {
             events.container(&name, EventType::Warning, "Failed", format!("Error: failed to start container {name:?}: {}", status.message()));
             self.waiting.insert(name, Waiting::new("RunContainerError", status.message()));
             return Ok(());
@@ -373,7 +370,7 @@ impl PodWorker {
             if let Err(message) = hooks::run(hook, &target, Duration::from_secs(30)).await {
                 events.container(&name, EventType::Warning, "FailedPostStartHook", format!("PostStartHook failed: {message}"));
                 events.container(&name, EventType::Normal, "Killing", format!("FailedPostStartHook: stopping container {name}"));
-                runtime.stop_container(cri::StopContainerRequest { container_id: id, timeout: 0 }).await?;
+                runtime.stop_container(&id, 0).await?;
             }
         }
         Ok(())
@@ -411,8 +408,8 @@ impl PodWorker {
             return Ok(None);
         }
         let spec = cri::ImageSpec { image: image.clone(), ..Default::default() };
-        let mut images = self.ctx.cri.images.clone();
-        let present = images.image_status(cri::ImageStatusRequest { image: Some(spec.clone()), verbose: false }).await?.into_inner().image;
+        let images = &self.ctx.cri.images;
+        let present = images.image_status(spec.clone(), false).await?.image;
         let policy = container.image_pull_policy.clone().unwrap_or_else(|| api::defaults::pull_policy_for(Some(&image)));
         match (policy.as_str(), present) {
             ("Never", None) => {
@@ -429,12 +426,12 @@ impl PodWorker {
                 events.container(&name, EventType::Normal, "Pulling", format!("Pulling image {image:?}"));
                 let started = Instant::now();
                 let auth = self.pull_auth(pod, &image, events).await?;
-                match images.pull_image(cri::PullImageRequest { image: Some(spec), auth, sandbox_config: self.sandbox_config.clone() }).await {
+                match images.pull_image(spec, auth, self.sandbox_config.clone()).await {
                     Ok(reply) => {
                         let took = started.elapsed().as_secs_f64();
                         events.container(&name, EventType::Normal, "Pulled", format!("Successfully pulled image {image:?} in {took:.3}s ({took:.3}s including waiting)"));
                         self.pull_backoff.remove(&name);
-                        Ok(Some(reply.into_inner().image_ref))
+                        Ok(Some(reply))
                     }
                     Err(status) => {
                         events.container(&name, EventType::Warning, "Failed", format!("Failed to pull image {image:?}: {}", status.message()));
@@ -471,8 +468,7 @@ impl PodWorker {
     /// The image's user (for runAsNonRoot) and, when the runtime tells,
     /// its Entrypoint and Cmd.
     async fn image_facts(&self, image_ref: &str) -> Result<(ImageUser, Option<ImageProcess>), SyncError> {
-        let request = cri::ImageStatusRequest { image: Some(cri::ImageSpec { image: image_ref.to_string(), ..Default::default() }), verbose: true };
-        let reply = self.ctx.cri.images.clone().image_status(request).await?.into_inner();
+        let reply = self.ctx.cri.images.image_status(cri::ImageSpec { image: image_ref.to_string(), ..Default::default() }, true).await?;
         let user = reply.image.as_ref().map(|i| ImageUser { uid: i.uid.as_ref().map(|u| u.value), username: i.username.clone() }).unwrap_or_default();
         Ok((user, reply.info.get("info").and_then(|info| image_process(info))))
     }
@@ -540,7 +536,7 @@ impl PodWorker {
                     }
                 }
                 let timeout = deadline.saturating_duration_since(Instant::now()).as_secs() as i64;
-                if let Err(status) = cri.runtime.clone().stop_container(cri::StopContainerRequest { container_id: running.id.clone(), timeout }).await {
+                if let Err(status) = cri.runtime.stop_container(&running.id, timeout).await {
                     tracing::warn!(container = %name, %status, "could not stop a container");
                 }
             })
@@ -550,9 +546,9 @@ impl PodWorker {
     }
 
     async fn remove_sandbox(&self, id: &str) -> Result<(), SyncError> {
-        let mut runtime = self.ctx.cri.runtime.clone();
-        runtime.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: id.to_string() }).await?;
-        runtime.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id.to_string() }).await?;
+        let runtime = &self.ctx.cri.runtime;
+        runtime.stop_pod_sandbox(id).await?;
+        runtime.remove_pod_sandbox(id).await?;
         Ok(())
     }
 

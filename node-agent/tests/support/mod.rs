@@ -165,18 +165,13 @@ impl TestNode {
             let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio");
             tokio.block_on(async move {
                 let Ok(cri) = node_agent::cri::Cri::connect(&endpoint) else { return };
-                let mut runtime = cri.runtime.clone();
-                use node_agent::cri::api as c;
-                if let Ok(list) = runtime.list_pod_sandbox(c::ListPodSandboxRequest { filter: None }).await {
-                    for sandbox in list.into_inner().items {
-                        let _ = runtime.stop_pod_sandbox(c::StopPodSandboxRequest { pod_sandbox_id: sandbox.id.clone() }).await;
-                        let _ = runtime.remove_pod_sandbox(c::RemovePodSandboxRequest { pod_sandbox_id: sandbox.id }).await;
-                    }
+                let runtime = &cri.runtime;
+                for sandbox in runtime.list_pod_sandbox(None).await.unwrap_or_default() {
+                    let _ = runtime.stop_pod_sandbox(&sandbox.id).await;
+                    let _ = runtime.remove_pod_sandbox(&sandbox.id).await;
                 }
-                if let Ok(list) = runtime.list_containers(c::ListContainersRequest { filter: None }).await {
-                    for container in list.into_inner().containers {
-                        let _ = runtime.remove_container(c::RemoveContainerRequest { container_id: container.id }).await;
-                    }
+                for container in runtime.list_containers(None).await.unwrap_or_default() {
+                    let _ = runtime.remove_container(&container.id).await;
                 }
             });
         });

@@ -13,11 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use runtime::cri::api::{
-    ContainerConfig, ContainerMetadata, CreateContainerRequest, ExecSyncRequest, ImageSpec, KeyValue, LinuxPodSandboxConfig,
-    LinuxSandboxSecurityContext, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest,
-    RunPodSandboxRequest, StartContainerRequest,
+    ContainerConfig, ContainerMetadata, ImageSpec, KeyValue, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceOption,
+    PodSandboxConfig, PodSandboxMetadata,
 };
-use runtime::cri::{CriClient, CriConfig, CriServer, CriService};
+use runtime::cri::{CriConfig, CriServer, CriService};
 use runtime::network::netlink::Netlink;
 use runtime::network::{BridgeConfig, BridgeNetwork, NetNs, PodNetwork};
 use runtime::RuntimeConfig;
@@ -91,8 +90,8 @@ impl Node {
             .unwrap();
         });
         let client = loop {
-            match CriClient::connect(&self.socket).await {
-                Ok(client) => break client,
+            match cri::Remote::connect(&self.socket).await {
+                Ok(client) => break cri::Cri::new(Arc::new(client)),
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         };
@@ -149,7 +148,7 @@ impl Drop for Node {
 
 /// A running service and a client of it.
 pub struct Cri {
-    pub client: CriClient,
+    pub client: cri::Cri,
     pub service: CriService,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -169,36 +168,24 @@ impl Cri {
     pub async fn run_pod(&mut self, name: &str, customize: impl FnOnce(&mut PodSandboxConfig)) -> Result<String, tonic::Status> {
         let mut config = pod_config(name);
         customize(&mut config);
-        let reply = self.client.runtime.run_pod_sandbox(RunPodSandboxRequest { config: Some(config), runtime_handler: String::new() }).await?;
-        Ok(reply.into_inner().pod_sandbox_id)
+        self.client.runtime.run_pod_sandbox(config, "").await
     }
 
     pub async fn create(&mut self, sandbox: &str, name: &str, command: &[&str]) -> Result<String, tonic::Status> {
         let config = container_config(name, command);
-        let reply = self
-            .client
-            .runtime
-            .create_container(CreateContainerRequest { pod_sandbox_id: sandbox.into(), config: Some(config), sandbox_config: None })
-            .await?;
-        Ok(reply.into_inner().container_id)
+        self.client.runtime.create_container(sandbox, config, None).await
     }
 
     /// Creates and starts a container.
     pub async fn run(&mut self, sandbox: &str, name: &str, command: &[&str]) -> String {
         let id = self.create(sandbox, name, command).await.unwrap();
-        self.client.runtime.start_container(StartContainerRequest { container_id: id.clone() }).await.unwrap();
+        self.client.runtime.start_container(&id).await.unwrap();
         id
     }
 
     /// ExecSync: (exit code, stdout, stderr).
     pub async fn exec(&mut self, container: &str, cmd: &[&str]) -> (i32, String, String) {
-        let reply = self
-            .client
-            .runtime
-            .exec_sync(ExecSyncRequest { container_id: container.into(), cmd: strings(cmd), timeout: 30 })
-            .await
-            .unwrap()
-            .into_inner();
+        let reply = self.client.runtime.exec_sync(container, strings(cmd), 30).await.unwrap();
         (reply.exit_code, String::from_utf8_lossy(&reply.stdout).into_owned(), String::from_utf8_lossy(&reply.stderr).into_owned())
     }
 
@@ -216,7 +203,7 @@ impl Cri {
     }
 
     pub async fn remove_pod(&mut self, id: &str) {
-        self.client.runtime.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id.into() }).await.unwrap();
+        self.client.runtime.remove_pod_sandbox(id).await.unwrap();
     }
 }
 

@@ -19,12 +19,8 @@ pub mod streaming;
 use std::future::Future;
 use std::path::Path;
 
-use hyper_util::rt::TokioIo;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::image_service_server::ImageServiceServer;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
-use tonic::transport::{Channel, Endpoint, Uri};
 
 pub use error::CriError;
 pub use grpc::CriServer;
@@ -53,31 +49,4 @@ pub async fn serve(server: CriServer, socket: &Path, shutdown: impl Future<Outpu
         .await;
     let _ = std::fs::remove_file(socket);
     result.map_err(|e| CriError::Io { what: "serving CRI".into(), source: std::io::Error::other(e) })
-}
-
-/// A gRPC channel to a CRI service on the unix socket `socket` (r8s's, or
-/// containerd's).
-pub async fn connect(socket: &Path) -> Result<Channel, tonic::transport::Error> {
-    let socket = socket.to_path_buf();
-    // The URI is required by the API but unused: the connector dials the socket.
-    Endpoint::from_static("http://[::]:50051")
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let socket = socket.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(socket).await?)) }
-        }))
-        .await
-}
-
-/// Both CRI clients over one channel.
-#[derive(Clone)]
-pub struct CriClient {
-    pub runtime: RuntimeServiceClient<Channel>,
-    pub images: ImageServiceClient<Channel>,
-}
-
-impl CriClient {
-    pub async fn connect(socket: &Path) -> Result<Self, tonic::transport::Error> {
-        let channel = connect(socket).await?;
-        Ok(Self { runtime: RuntimeServiceClient::new(channel.clone()), images: ImageServiceClient::new(channel) })
-    }
 }
