@@ -15,8 +15,8 @@
 #
 # One line per step; each step's full output goes to a log in
 # /var/tmp/r8s-fresh-XXXX.logs/ (kept), whose last lines are printed when the
-# step fails. 30-40 minutes on 2 cores (setup.sh's `cargo install
-# cargo-nextest` 8-11, the debug build 8-10, the demo's release build 11-18,
+# step fails. 20-30 minutes on 2 cores (setup.sh 1-2, the debug build 8-10,
+# the demo's release build 11-18,
 # more when other builds share the cores) and about 11 GB under /var/tmp while
 # it runs; needs Debian's mirror and crates.io. Too slow for every CI run: run
 # it when setup.sh, the scripts or the README's commands change.

@@ -6,5 +6,6 @@ source "$(dirname "$0")/lib.sh"
 need_root "$@"
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 cargo build --workspace --bins
 cargo nextest run --workspace --no-fail-fast "$@"
