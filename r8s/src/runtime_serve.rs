@@ -79,6 +79,7 @@ async fn serve(runtime: RuntimeConfig, image_root: PathBuf, args: ServeArgs) -> 
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let events = service.clone();
     let served = cri::serve(CriServer { service, streaming: Some(streaming) }, &args.socket, async {
         let _ = stopped.await;
     });
@@ -89,6 +90,8 @@ async fn serve(runtime: RuntimeConfig, image_root: PathBuf, args: ServeArgs) -> 
         _ = interrupt.recv() => {}
     }
     let _ = stop.send(());
+    // Event streams never end by themselves: end them, so they do not hold up the shutdown.
+    events.events().close();
     // A graceful shutdown waits for calls in flight, and a StopContainer can
     // wait out a pod's whole termination grace period: give them a moment,
     // then go. Containers are the shims' business and keep their state.

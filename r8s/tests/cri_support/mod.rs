@@ -157,6 +157,8 @@ pub struct Cri {
 impl Cri {
     /// Stops serving (pods keep running).
     pub async fn shutdown(mut self) {
+        // As `r8s runtime serve` does: event streams would hold up the graceful stop.
+        self.service.events().close();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

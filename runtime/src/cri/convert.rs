@@ -5,7 +5,8 @@ use k8s_cri::v1 as cri;
 use super::records::ContainerRecord;
 use crate::cgroups::Stats;
 use crate::image::registry::{BadAuth, Credentials};
-use crate::runtime::{ContainerInfo, Status};
+use super::live::Live;
+use crate::runtime::Status;
 use crate::sandbox::{now_nanos, SandboxRecord, Sharing};
 
 fn rfc3339_nanos(time: &str) -> i64 {
@@ -67,7 +68,7 @@ pub fn sandbox_matches(record: &SandboxRecord, filter: &cri::PodSandboxFilter) -
 }
 
 /// State, exit code, reason and message of a container as CRI defines them.
-fn state(info: Option<&ContainerInfo>) -> (cri::ContainerState, i32, &'static str, String, i64) {
+fn state(info: Option<&Live>) -> (cri::ContainerState, i32, &'static str, String, i64) {
     let Some(info) = info else {
         return (cri::ContainerState::ContainerUnknown, 0, "Unknown", "the runtime has no state for this container".into(), 0);
     };
@@ -93,7 +94,7 @@ fn state(info: Option<&ContainerInfo>) -> (cri::ContainerState, i32, &'static st
     }
 }
 
-pub fn container(record: &ContainerRecord, info: Option<&ContainerInfo>) -> cri::Container {
+pub fn container(record: &ContainerRecord, info: Option<&Live>) -> cri::Container {
     cri::Container {
         id: record.id.clone(),
         pod_sandbox_id: record.sandbox_id.clone(),
@@ -108,7 +109,7 @@ pub fn container(record: &ContainerRecord, info: Option<&ContainerInfo>) -> cri:
     }
 }
 
-pub fn container_status(record: &ContainerRecord, info: Option<&ContainerInfo>) -> cri::ContainerStatus {
+pub fn container_status(record: &ContainerRecord, info: Option<&Live>) -> cri::ContainerStatus {
     let (state, exit_code, reason, message, finished_at) = state(info);
     cri::ContainerStatus {
         id: record.id.clone(),
@@ -132,7 +133,7 @@ pub fn container_status(record: &ContainerRecord, info: Option<&ContainerInfo>) 
     }
 }
 
-pub fn container_matches(record: &ContainerRecord, info: Option<&ContainerInfo>, filter: &cri::ContainerFilter) -> bool {
+pub fn container_matches(record: &ContainerRecord, info: Option<&Live>, filter: &cri::ContainerFilter) -> bool {
     record_matches(record, filter) && filter.state.as_ref().is_none_or(|s| s.state == state(info).0 as i32)
 }
 

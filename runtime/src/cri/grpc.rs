@@ -279,7 +279,7 @@ impl RuntimeService for CriServer {
         Pin<Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send + 'static>>;
 
     async fn get_container_events(&self, _: Request<cri::GetEventsRequest>) -> Reply<Self::GetContainerEventsStream> {
-        unimplemented("GetContainerEvents (evented PLEG)")
+        Ok(Response::new(Box::pin(self.service.events().stream())))
     }
 
     async fn list_metric_descriptors(&self, _: Request<cri::ListMetricDescriptorsRequest>) -> Reply<cri::ListMetricDescriptorsResponse> {

@@ -5,13 +5,15 @@
 //! - [`service`]: the operations ([`CriService`]).
 //! - [`grpc`]: the gRPC traits over it ([`CriServer`]).
 //! - [`container_spec`]: a container's runtime spec from its CRI config.
-//! - [`records`]: what is kept per container; [`convert`]: CRI messages.
+//! - [`records`]: what is kept per container; [`live`]: their states in
+//!   memory and the events of their changes; [`convert`]: CRI messages.
 //! - [`streaming`]: the HTTP/WebSocket server behind Exec's URL.
 
 pub mod container_spec;
 pub mod convert;
 pub mod error;
 pub mod grpc;
+pub mod live;
 pub mod records;
 pub mod service;
 pub mod streaming;

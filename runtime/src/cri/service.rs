@@ -6,6 +6,10 @@
 //! names are unique: pod name, namespace, uid and attempt; container name
 //! and attempt within a sandbox). The on-disk records are the truth after a
 //! restart, and [`CriService::recover`] removes what a crash left half-made.
+//!
+//! Containers' states are kept in memory and every change is published as
+//! a CRI container event with a snapshot of the whole sandbox
+//! ([`super::live`]).
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -13,17 +17,19 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_cri::v1::{ContainerConfig, LinuxContainerResources, PodSandboxConfig};
+use k8s_cri::v1::{self as cri, ContainerConfig, ContainerEventType, LinuxContainerResources, PodSandboxConfig};
 use tracing::{info, warn};
 
 use super::container_spec::{self, SANDBOX_ANNOTATION};
+use super::convert;
 use super::error::{io, CriError};
+use super::live::{EventHub, Live, LiveContainers};
 use super::records::{ContainerRecord, ContainerRecords};
 use crate::cgroups::{Resources, Stats};
 use crate::image::registry::{Credentials, PullOptions, Reference};
 use crate::image::{Image, ImageError, ImageStore};
 use crate::network::PodNetwork;
-use crate::runtime::{ContainerInfo, ExecSpec, Runtime, RuntimeConfig, RuntimeError};
+use crate::runtime::{ExecSpec, Runtime, RuntimeConfig, RuntimeError, Status};
 use crate::sandbox::{now_nanos, SandboxError, SandboxRecord, SandboxSettings, Sandboxes};
 
 type Result<T, E = CriError> = std::result::Result<T, E>;
@@ -72,6 +78,8 @@ struct Inner {
     insecure_registries: Vec<String>,
     /// CRI name keys being made or in use → id.
     names: Mutex<HashMap<String, String>>,
+    live: LiveContainers,
+    events: EventHub,
 }
 
 /// Runs blocking work (files, cgroups, processes) off the async workers.
@@ -124,7 +132,18 @@ impl CriService {
         };
         let sandboxes = Sandboxes::new(settings, runtime.clone(), network)?;
         let containers = ContainerRecords::open(&config.root.join("containers"))?;
-        let service = Self { inner: Arc::new(Inner { runtime, images, sandboxes, containers, image_root: config.image_root.clone(), insecure_registries: config.insecure_registries.clone(), names: Mutex::new(HashMap::new()) }) };
+        let inner = Inner {
+            live: LiveContainers::new(&config.runtime.state_root),
+            runtime,
+            images,
+            sandboxes,
+            containers,
+            image_root: config.image_root.clone(),
+            insecure_registries: config.insecure_registries.clone(),
+            names: Mutex::new(HashMap::new()),
+            events: EventHub::default(),
+        };
+        let service = Self { inner: Arc::new(inner) };
         service.recover().await?;
         Ok(service)
     }
@@ -145,13 +164,57 @@ impl CriService {
         self.inner.sandboxes.has_network()
     }
 
+    pub fn events(&self) -> &EventHub {
+        &self.inner.events
+    }
+
+    /// Publishes a change of `id` (a container, or a sandbox's own id) with
+    /// a snapshot of its sandbox and every container in it.
+    fn publish(&self, id: &str, kind: ContainerEventType, sandbox_id: &str) {
+        let Ok(sandbox) = self.inner.sandboxes.get(sandbox_id) else { return };
+        let containers_statuses = self
+            .inner
+            .containers
+            .matching(|c| c.sandbox_id == sandbox_id)
+            .iter()
+            .map(|record| convert::container_status(record, self.inner.live.get(&record.id).0.as_ref()))
+            .collect();
+        self.inner.events.publish(cri::ContainerEventResponse {
+            container_id: id.to_string(),
+            container_event_type: kind as i32,
+            created_at: 0,
+            pod_sandbox_status: Some(convert::sandbox_status(&sandbox)),
+            containers_statuses,
+        });
+    }
+
+    /// Watches a container's shim: when it ends, the exit it recorded
+    /// settles the container's state and is published.
+    fn watch_exit(&self, id: String, sandbox_id: String, shim: i32) {
+        let service = self.clone();
+        tokio::spawn(async move {
+            if let Ok(pidfd) = crate::shim::pidfd_open(nix::unistd::Pid::from_raw(shim)) {
+                // SAFETY: an OwnedFd keeps its one descriptor open and the same until it is dropped with the AsyncFd.
+                let registered = unsafe { tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) };
+                if let Ok(pidfd) = registered {
+                    let _ = pidfd.readable().await;
+                }
+            }
+            let inner = service.inner.clone();
+            let settled_id = id.clone();
+            if tokio::task::spawn_blocking(move || inner.live.settle(&settled_id)).await.unwrap_or(false) {
+                service.publish(&id, ContainerEventType::ContainerStoppedEvent, &sandbox_id);
+            }
+        });
+    }
+
     /// Removes half-made sandboxes, containers whose creation never finished
     /// (a runtime container without a record, or the reverse) and records of
     /// sandboxes that are gone; then re-reserves the names in use.
     pub async fn recover(&self) -> Result<()> {
         self.inner.sandboxes.recover().await?;
         let inner = self.inner.clone();
-        blocking(move || {
+        let running = blocking(move || {
             let sandboxes: HashMap<String, SandboxRecord> =
                 inner.sandboxes.list().into_iter().map(|s| (s.id.clone(), s)).collect();
             let records = inner.containers.list();
@@ -164,23 +227,32 @@ impl CriService {
                 }
             }
             let mut names = inner.names.lock().unwrap_or_else(|e| e.into_inner());
+            let mut running = Vec::new();
             for record in &records {
-                let known = inner.runtime.info(&record.id).is_ok();
-                if !known || !sandboxes.contains_key(&record.sandbox_id) {
+                let info = inner.runtime.info(&record.id);
+                let Some(info) = info.ok().filter(|_| sandboxes.contains_key(&record.sandbox_id)) else {
                     warn!(container = %record.id, "forgetting a container that the runtime or its sandbox no longer has");
                     let _ = inner.runtime.delete(&record.id, true);
                     inner.containers.remove(&record.id)?;
                     continue;
+                };
+                if let (true, Some(pids)) = (info.status != Status::Stopped, &info.pids) {
+                    running.push((record.id.clone(), record.sandbox_id.clone(), pids.shim));
                 }
+                inner.live.set(&record.id, Live { status: info.status, exit: info.exit });
                 names.insert(ContainerRecord::name_key(&record.sandbox_id, &record.config), record.id.clone());
             }
             for sandbox in sandboxes.values() {
                 names.insert(sandbox_name_key(&sandbox.config)?, sandbox.id.clone());
             }
             info!(sandboxes = sandboxes.len(), containers = names.len() - sandboxes.len(), "CRI state recovered");
-            Ok(())
+            Ok(running)
         })
-        .await
+        .await?;
+        for (id, sandbox_id, shim) in running {
+            self.watch_exit(id, sandbox_id, shim);
+        }
+        Ok(())
     }
 
     fn reserve(&self, key: String, id: &str, what: &str) -> Result<Reservation<'_>> {
@@ -207,6 +279,8 @@ impl CriService {
         let mut reservation = self.reserve(key.clone(), &id, &format!("pod sandbox name {key:?}"))?;
         self.inner.sandboxes.create(&id, &config).await?;
         reservation.keep = true;
+        self.publish(&id, ContainerEventType::ContainerCreatedEvent, &id);
+        self.publish(&id, ContainerEventType::ContainerStartedEvent, &id);
         Ok(id)
     }
 
@@ -229,6 +303,7 @@ impl CriService {
             self.stop_container(&container.id, 0).await?;
         }
         self.inner.sandboxes.stop(id).await?;
+        self.publish(id, ContainerEventType::ContainerStoppedEvent, id);
         Ok(())
     }
 
@@ -241,6 +316,8 @@ impl CriService {
         for container in self.containers_of(id)? {
             self.remove_container(&container.id).await?;
         }
+        // Published while the sandbox can still be described.
+        self.publish(id, ContainerEventType::ContainerDeletedEvent, id);
         self.inner.sandboxes.remove(id).await?;
         self.release(&sandbox_name_key(&sandbox.config)?);
         Ok(())
@@ -315,7 +392,7 @@ impl CriService {
         let mut reservation = self.reserve(key, &id, &format!("container name {:?} (attempt {}) in pod sandbox {sandbox_id}", metadata.name, metadata.attempt))?;
         let inner = self.inner.clone();
         let container_id = id.clone();
-        blocking(move || {
+        let shim = blocking(move || {
             let layers = inner.images.layer_dirs(&image)?;
             let built = container_spec::build(&container_id, &config, &sandbox, &image, layers)?;
             let record = ContainerRecord {
@@ -328,45 +405,63 @@ impl CriService {
                 created_at: now_nanos(),
                 started_at: None,
             };
-            inner.runtime.create(built.spec)?;
+            let created = inner.runtime.create(built.spec)?;
             // The record commits the creation (see `recover`).
             if let Err(error) = inner.containers.save(&record) {
                 let _ = inner.runtime.delete(&container_id, true);
                 return Err(error);
             }
-            Ok(())
+            inner.live.set(&container_id, Live { status: created.status, exit: None });
+            Ok(created.pids.map(|p| p.shim))
         })
         .await?;
         reservation.keep = true;
+        self.publish(&id, ContainerEventType::ContainerCreatedEvent, sandbox_id);
+        if let Some(shim) = shim {
+            self.watch_exit(id.clone(), sandbox_id.to_string(), shim);
+        }
         Ok(id)
     }
 
     pub async fn start_container(&self, id: &str) -> Result<()> {
         let inner = self.inner.clone();
-        let id = id.to_string();
-        blocking(move || {
-            let mut record = inner.containers.get(&id)?;
-            inner.runtime.start(&id)?;
+        let container_id = id.to_string();
+        let record = blocking(move || {
+            let mut record = inner.containers.get(&container_id)?;
+            inner.runtime.start(&container_id)?;
             record.started_at = Some(now_nanos());
-            inner.containers.save(&record)
+            inner.containers.save(&record)?;
+            Ok(record)
         })
-        .await
+        .await?;
+        // Only from Created: the watch may have seen it end already.
+        let started = self.inner.live.transition(id, |live| (live.status == Status::Created).then(|| Live { status: Status::Running, exit: None }));
+        if started {
+            self.publish(id, ContainerEventType::ContainerStartedEvent, &record.sandbox_id);
+        }
+        Ok(())
     }
 
     /// SIGTERM, then SIGKILL after `timeout` seconds (0: at once, as CRI says).
     pub async fn stop_container(&self, id: &str, timeout: i64) -> Result<()> {
         let inner = self.inner.clone();
-        let id = id.to_string();
-        blocking(move || {
-            inner.containers.get(&id)?;
+        let container_id = id.to_string();
+        let (record, exit) = blocking(move || {
+            let record = inner.containers.get(&container_id)?;
             let timeout = Duration::from_secs(timeout.max(0) as u64);
-            match inner.runtime.stop(&id, crate::Signal::SIGTERM, timeout) {
+            match inner.runtime.stop(&container_id, crate::Signal::SIGTERM, timeout) {
+                Ok(exit) => Ok((record, Some(exit))),
                 // The shim died without an exit: nothing is left running.
-                Ok(_) | Err(RuntimeError::ShimDied(_)) => Ok(()),
+                Err(RuntimeError::ShimDied(_)) => Ok((record, None)),
                 Err(e) => Err(e.into()),
             }
         })
-        .await
+        .await?;
+        let stopped = self.inner.live.transition(id, |live| (live.status != Status::Stopped).then(|| Live { status: Status::Stopped, exit }));
+        if stopped {
+            self.publish(id, ContainerEventType::ContainerStoppedEvent, &record.sandbox_id);
+        }
+        Ok(())
     }
 
     /// Removes the container (killing it if it runs). Gone already is fine.
@@ -385,24 +480,24 @@ impl CriService {
             inner.containers.remove(&container_id)
         })
         .await?;
+        self.inner.live.remove(id);
+        self.publish(id, ContainerEventType::ContainerDeletedEvent, &record.sandbox_id);
         self.release(&ContainerRecord::name_key(&record.sandbox_id, &record.config));
         Ok(())
     }
 
-    /// A container's record and its runtime state (`None`: the runtime has lost it).
-    pub fn container(&self, id: &str) -> Result<(ContainerRecord, Option<ContainerInfo>)> {
+    /// A container's record and its state (`None`: the runtime has lost it).
+    pub fn container(&self, id: &str) -> Result<(ContainerRecord, Option<Live>)> {
         let record = self.inner.containers.get(id)?;
-        let info = match self.inner.runtime.info(id) {
-            Ok(info) => Some(info),
-            Err(RuntimeError::NotFound(_)) => None,
-            Err(e) => return Err(e.into()),
-        };
-        Ok((record, info))
+        let (live, settled) = self.inner.live.get(id);
+        if settled {
+            self.publish(id, ContainerEventType::ContainerStoppedEvent, &record.sandbox_id);
+        }
+        Ok((record, live))
     }
 
-    /// The containers whose records `keep` holds for, with the runtime's
-    /// state of each (read only for those).
-    pub fn containers(&self, keep: impl Fn(&ContainerRecord) -> bool) -> Result<Vec<(ContainerRecord, Option<ContainerInfo>)>> {
+    /// The containers whose records `keep` holds for, with the state of each.
+    pub fn containers(&self, keep: impl Fn(&ContainerRecord) -> bool) -> Result<Vec<(ContainerRecord, Option<Live>)>> {
         self.inner
             .containers
             .matching(keep)
@@ -413,10 +508,14 @@ impl CriService {
     }
 
     pub async fn update_resources(&self, id: &str, resources: LinuxContainerResources) -> Result<()> {
-        let (_, info) = self.container(id)?;
-        let info = info.ok_or_else(|| CriError::NotFound(format!("container {id} is gone from the runtime")))?;
+        self.inner.containers.get(id)?;
         let inner = self.inner.clone();
+        let id = id.to_string();
         blocking(move || {
+            let info = match inner.runtime.info(&id) {
+                Err(RuntimeError::NotFound(_)) => return Err(CriError::NotFound(format!("container {id} is gone from the runtime"))),
+                other => other?,
+            };
             let resources = Resources::from_oci(&container_spec::oci_resources(&resources));
             Ok(inner.runtime.cgroups().create(&info.bundle.cgroup_path, &resources)?)
         })
@@ -437,7 +536,9 @@ impl CriService {
         if args.is_empty() {
             return Err(CriError::InvalidArgument("exec needs a command".into()));
         }
-        let command = self.exec_command(id, args, false)?;
+        let service = self.clone();
+        let container_id = id.to_string();
+        let command = blocking(move || service.exec_command(&container_id, args, false)).await?;
         let mut command = tokio::process::Command::from(command);
         command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
         let child = command.spawn().map_err(io("starting exec"))?;
@@ -458,9 +559,9 @@ impl CriService {
     /// request fails at Attach, not later in the stream); whether it has a
     /// terminal.
     pub fn check_attach(&self, id: &str) -> Result<bool> {
-        let (record, info) = self.container(id)?;
-        match info.map(|i| i.status) {
-            Some(crate::runtime::Status::Running) => Ok(record.config.tty),
+        let (record, live) = self.container(id)?;
+        match live.map(|l| l.status) {
+            Some(Status::Running) => Ok(record.config.tty),
             _ => Err(CriError::FailedPrecondition(format!("container {id} is not running"))),
         }
     }
