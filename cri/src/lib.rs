@@ -2,12 +2,16 @@
 //! services as traits, shaped as Kubernetes' `cri-api` interfaces
 //! (`RuntimeService`, `ImageService`), with one gRPC implementation
 //! ([`remote::Remote`], for r8s's runtime or containerd on a unix socket)
-//! and, for tests and hollow nodes, an in-memory one.
+//! and, for tests and hollow nodes, an in-memory one ([`fake::FakeRuntime`]).
 //!
 //! Callers pass plain arguments and get CRI's messages back; errors are
 //! gRPC `Status`es, whose codes (NotFound, AlreadyExists, ...) callers
 //! branch on, as the kubelet does.
 
+pub mod conformance;
+pub mod events;
+pub mod fake;
+pub mod filter;
 pub mod remote;
 
 use std::sync::Arc;

@@ -2,7 +2,8 @@
 //! with real containers: a subscriber sees a sandbox made and started, then
 //! a container created, started and stopped with its exit, each event
 //! carrying the whole sandbox's statuses, in the order they happened; and a
-//! removal. Build first: `cargo build -p r8s`.
+//! removal; and the runtime passes the conformance suite the fake runtime
+//! passes too. Build first: `cargo build -p r8s`.
 
 mod cri_support;
 
@@ -56,4 +57,12 @@ async fn a_subscriber_sees_every_change_with_the_sandbox_snapshot() {
     assert!(deleted.containers_statuses.is_empty(), "a deleted container leaves the snapshot");
     cri.shutdown().await;
     assert!(events.next().await.is_none(), "the stream ends when the service stops");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_runtime_passes_the_conformance_suite() {
+    let node = Node::new(None).await;
+    let cri = node.start().await;
+    cri::conformance::run(&cri.client, &cri::conformance::Fixture { image: cri_support::IMAGE.into(), prefix: "conf-".into() }).await;
+    cri.shutdown().await;
 }

@@ -61,12 +61,6 @@ pub fn sandbox_status(record: &SandboxRecord) -> cri::PodSandboxStatus {
     }
 }
 
-pub fn sandbox_matches(record: &SandboxRecord, filter: &cri::PodSandboxFilter) -> bool {
-    (filter.id.is_empty() || record.id.starts_with(&filter.id))
-        && filter.state.as_ref().is_none_or(|s| s.state == sandbox_state(record))
-        && filter.label_selector.iter().all(|(k, v)| record.config.labels.get(k) == Some(v))
-}
-
 /// State, exit code, reason and message of a container as CRI defines them.
 fn state(info: Option<&Live>) -> (cri::ContainerState, i32, &'static str, String, i64) {
     let Some(info) = info else {
@@ -131,17 +125,6 @@ pub fn container_status(record: &ContainerRecord, info: Option<&Live>) -> cri::C
         image_id: record.image_ref.clone(),
         user: None,
     }
-}
-
-pub fn container_matches(record: &ContainerRecord, info: Option<&Live>, filter: &cri::ContainerFilter) -> bool {
-    record_matches(record, filter) && filter.state.as_ref().is_none_or(|s| s.state == state(info).0 as i32)
-}
-
-/// The part of the filter that the record alone decides (all but the state).
-pub fn record_matches(record: &ContainerRecord, filter: &cri::ContainerFilter) -> bool {
-    (filter.id.is_empty() || record.id.starts_with(&filter.id))
-        && (filter.pod_sandbox_id.is_empty() || record.sandbox_id.starts_with(&filter.pod_sandbox_id))
-        && filter.label_selector.iter().all(|(k, v)| record.config.labels.get(k) == Some(v))
 }
 
 fn cpu(stats: &Stats, now: i64) -> cri::CpuUsage {

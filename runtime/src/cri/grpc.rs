@@ -78,7 +78,7 @@ impl RuntimeService for CriServer {
 
     async fn list_pod_sandbox(&self, request: Request<cri::ListPodSandboxRequest>) -> Reply<cri::ListPodSandboxResponse> {
         let filter = request.into_inner().filter.unwrap_or_default();
-        let items = self.service.sandboxes().iter().filter(|s| convert::sandbox_matches(s, &filter)).map(convert::sandbox).collect();
+        let items = self.service.sandboxes().iter().map(convert::sandbox).filter(|s| ::cri::filter::sandbox_matches(s, &filter)).collect();
         Ok(Response::new(cri::ListPodSandboxResponse { items }))
     }
 
@@ -111,10 +111,10 @@ impl RuntimeService for CriServer {
         let filter = request.into_inner().filter.unwrap_or_default();
         let containers = self
             .service
-            .containers(|record| convert::record_matches(record, &filter))?
+            .containers()?
             .iter()
-            .filter(|(record, info)| convert::container_matches(record, info.as_ref(), &filter))
-            .map(|(record, info)| convert::container(record, info.as_ref()))
+            .map(|(record, live)| convert::container(record, live.as_ref()))
+            .filter(|container| ::cri::filter::container_matches(container, &filter))
             .collect();
         Ok(Response::new(cri::ListContainersResponse { containers }))
     }
@@ -213,8 +213,8 @@ impl RuntimeService for CriServer {
             state: Some(cri::ContainerStateValue { state: cri::ContainerState::ContainerRunning as i32 }),
         };
         let mut stats = Vec::new();
-        for (record, info) in self.service.containers(|record| convert::record_matches(record, &filter))? {
-            if convert::container_matches(&record, info.as_ref(), &filter) {
+        for (record, live) in self.service.containers()? {
+            if ::cri::filter::container_matches(&convert::container(&record, live.as_ref()), &filter) {
                 // A container that exits meanwhile has no stats to give.
                 if let Ok((record, usage)) = self.service.container_stats(&record.id).await {
                     stats.push(convert::container_stats(&record, &usage));
@@ -239,7 +239,7 @@ impl RuntimeService for CriServer {
         };
         let mut stats = Vec::new();
         for sandbox in self.service.sandboxes() {
-            if convert::sandbox_matches(&sandbox, &filter) {
+            if ::cri::filter::sandbox_matches(&convert::sandbox(&sandbox), &filter) {
                 if let Ok((sandbox, pod, containers)) = self.service.sandbox_stats(&sandbox.id).await {
                     stats.push(convert::sandbox_stats(&sandbox, &pod, &containers));
                 }

@@ -1,5 +1,6 @@
-//! What the CRI service knows of its containers' states, in memory, and the
-//! events it publishes when they change (CRI `GetContainerEvents`).
+//! What the CRI service knows of its containers' states, in memory, for its
+//! answers and for the events it publishes when they change (CRI
+//! `GetContainerEvents`).
 //!
 //! The truth stays on disk (the shims write `state.json` and `exit.json`
 //! whether or not the service runs): memory is filled from it at start
@@ -7,7 +8,8 @@
 //! operations and by a watch on each container's shim (a pidfd, readable
 //! when the shim exits, which it does right after writing `exit.json`).
 //! Every change goes through [`LiveContainers::transition`], which reports
-//! whether anything changed, so that each change is published exactly once.
+//! whether anything changed, so that each change is published exactly once
+//! (through a [`cri::events::EventHub`]).
 //!
 //! A status or list reads memory, but for a container memory says is
 //! running it also looks whether `exit.json` exists (a `stat`): an exit is
@@ -16,11 +18,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
-
-use k8s_cri::v1 as cri;
-use tokio::sync::broadcast;
+use std::sync::Mutex;
 
 use crate::runtime::Status;
 use crate::state::{self, ExitStatus};
@@ -95,66 +93,6 @@ impl LiveContainers {
     }
 }
 
-/// How many events a subscriber may fall behind before its stream ends
-/// (it then relists, as the CRI contract has it).
-const EVENT_BACKLOG: usize = 1024;
-
-/// The container events, for every subscriber of `GetContainerEvents`.
-pub struct EventHub {
-    sender: broadcast::Sender<Arc<cri::ContainerEventResponse>>,
-    last: AtomicI64,
-    /// Set when the service stops: every stream ends.
-    closed: tokio::sync::watch::Sender<bool>,
-}
-
-impl Default for EventHub {
-    fn default() -> Self {
-        Self { sender: broadcast::channel(EVENT_BACKLOG).0, last: AtomicI64::new(0), closed: tokio::sync::watch::channel(false).0 }
-    }
-}
-
-impl EventHub {
-    /// Sends an event, stamped with a time later than every earlier one's
-    /// (subscribers order what they learn by it).
-    pub fn publish(&self, mut event: cri::ContainerEventResponse) {
-        let now = crate::sandbox::now_nanos();
-        let next = |last: i64| now.max(last + 1);
-        let previous = self.last.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| Some(next(last))).unwrap_or_else(|last| last);
-        event.created_at = next(previous);
-        // No subscriber is fine: nobody is listening.
-        let _ = self.sender.send(Arc::new(event));
-    }
-
-    /// A subscriber's stream of events. It ends when the service stops, and
-    /// with a `DataLoss` error when the subscriber fell more than the
-    /// backlog behind (it must relist).
-    pub fn stream(&self) -> impl futures::Stream<Item = Result<cri::ContainerEventResponse, tonic::Status>> + Send + 'static {
-        let state = (self.sender.subscribe(), self.closed.subscribe(), false);
-        futures::stream::unfold(state, |(mut events, mut closed, ended)| async move {
-            if ended || *closed.borrow() {
-                return None;
-            }
-            let next = tokio::select! {
-                received = events.recv() => received,
-                _ = closed.changed() => return None,
-            };
-            match next {
-                Ok(event) => Some((Ok((*event).clone()), (events, closed, false))),
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    let error = tonic::Status::data_loss(format!("{missed} container events were dropped for a slow subscriber; relist"));
-                    Some((Err(error), (events, closed, true)))
-                }
-                Err(broadcast::error::RecvError::Closed) => None,
-            }
-        })
-    }
-
-    /// Ends every stream (the service is stopping).
-    pub fn close(&self) {
-        self.closed.send_replace(true);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,36 +124,5 @@ mod tests {
         assert_eq!(live.get("a"), (Some(Live { status: Status::Stopped, exit: Some(exited(3)) }), true));
         assert_eq!(live.get("a").1, false, "settled once");
         assert!(!live.settle("a"), "the watch that fires later changes nothing");
-    }
-
-    #[tokio::test]
-    async fn events_are_stamped_in_order_and_streams_end_with_the_service() {
-        use futures::StreamExt;
-        let hub = EventHub::default();
-        let mut events = Box::pin(hub.stream());
-        for _ in 0..100 {
-            hub.publish(cri::ContainerEventResponse::default());
-        }
-        let mut last = 0;
-        for _ in 0..100 {
-            let event = events.next().await.unwrap().unwrap();
-            assert!(event.created_at > last, "{} after {last}", event.created_at);
-            last = event.created_at;
-        }
-        hub.close();
-        assert!(events.next().await.is_none());
-    }
-
-    #[tokio::test]
-    async fn a_subscriber_that_falls_behind_is_told_to_relist() {
-        use futures::StreamExt;
-        let hub = EventHub::default();
-        let mut events = Box::pin(hub.stream());
-        for _ in 0..EVENT_BACKLOG + 10 {
-            hub.publish(cri::ContainerEventResponse::default());
-        }
-        let error = events.next().await.unwrap().unwrap_err();
-        assert_eq!(error.code(), tonic::Code::DataLoss);
-        assert!(events.next().await.is_none());
     }
 }

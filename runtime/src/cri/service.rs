@@ -23,7 +23,8 @@ use tracing::{info, warn};
 use super::container_spec::{self, SANDBOX_ANNOTATION};
 use super::convert;
 use super::error::{io, CriError};
-use super::live::{EventHub, Live, LiveContainers};
+use super::live::{Live, LiveContainers};
+use ::cri::events::EventHub;
 use super::records::{ContainerRecord, ContainerRecords};
 use crate::cgroups::{Resources, Stats};
 use crate::image::registry::{Credentials, PullOptions, Reference};
@@ -496,11 +497,11 @@ impl CriService {
         Ok((record, live))
     }
 
-    /// The containers whose records `keep` holds for, with the state of each.
-    pub fn containers(&self, keep: impl Fn(&ContainerRecord) -> bool) -> Result<Vec<(ContainerRecord, Option<Live>)>> {
+    /// Every container, with its state.
+    pub fn containers(&self) -> Result<Vec<(ContainerRecord, Option<Live>)>> {
         self.inner
             .containers
-            .matching(keep)
+            .matching(|_| true)
             .into_iter()
             .map(|r| self.container(&r.id))
             .filter(|r| !matches!(r, Err(CriError::NotFound(_))))
