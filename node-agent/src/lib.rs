@@ -96,6 +96,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let context = Arc::new(pods::Context {
         client: client.clone(),
         cri: cri.clone(),
+        cache: Arc::default(),
         recorder: EventRecorder::new(client.clone(), "kubelet").with_host(config.node_name.clone()),
         pods: Informer::new(),
         node: identity.clone(),

@@ -1,6 +1,9 @@
 //! The pods bound to this node: a watch (`spec.nodeName=<node>`) feeds one
-//! worker per pod; sandboxes that belong to no pod are removed.
+//! worker per pod, each woken by its pod's changes in the API and in the
+//! runtime (the pod cache, [`pleg`]); sandboxes that belong to no pod are
+//! removed.
 
+pub mod actions;
 pub mod backoff;
 pub mod command;
 pub mod dns;
@@ -9,6 +12,7 @@ mod events;
 mod hooks;
 mod pull_secrets;
 pub mod labels;
+pub mod pleg;
 pub mod probe;
 pub mod sources;
 pub mod spec;
@@ -33,13 +37,13 @@ use crate::node::NodeIdentity;
 
 /// How often sandboxes without a pod are looked for.
 const ORPHAN_SWEEP: Duration = Duration::from_secs(30);
-/// How often all containers are listed to notice exits (the kubelet's PLEG relist).
-const RELIST: Duration = Duration::from_secs(1);
 
 /// What every pod worker shares.
 pub struct Context {
     pub client: Client,
     pub cri: Cri,
+    /// What the runtime has for each pod, kept by its events.
+    pub cache: Arc<pleg::PodCache>,
     pub recorder: EventRecorder,
     pub pods: Informer<Pod>,
     pub node: NodeIdentity,
@@ -83,24 +87,18 @@ pub async fn run(ctx: Arc<Context>) {
     ctx.pods.wait_synced().await;
     tracing::info!(node = %ctx.node.name, pods = ctx.pods.len(), "watching the node's pods");
 
+    let _pleg = client::AbortOnDrop(vec![tokio::spawn(ctx.cache.clone().run(ctx.cri.clone()))]);
+
     let (finished, mut done) = mpsc::unbounded_channel::<String>();
     let mut workers: HashMap<String, WorkerHandle> = HashMap::new();
     let mut sweep = tokio::time::interval(ORPHAN_SWEEP);
-    let mut relist = tokio::time::interval(RELIST);
-    let mut last_states: HashMap<String, i32> = HashMap::new();
     loop {
         tokio::select! {
-            _ = relist.tick() => {
-                for uid in changed_pods(&ctx.cri, &mut last_states).await {
-                    if let Some(worker) = workers.get(&uid) {
-                        worker.wake.notify_one();
-                    }
-                }
-            }
             Some((key, uid)) = changed.recv() => match workers.get(&uid) {
                 Some(worker) => worker.wake.notify_one(),
                 None => {
                     let wake = Arc::new(Notify::new());
+                    ctx.cache.watch(&uid, wake.clone());
                     let worker = worker::PodWorker::new(ctx.clone(), key, uid.clone(), wake.clone());
                     let finished = finished.clone();
                     let id = uid.clone();
@@ -112,6 +110,7 @@ pub async fn run(ctx: Arc<Context>) {
                 }
             },
             Some(uid) = done.recv() => {
+                ctx.cache.unwatch(&uid);
                 workers.remove(&uid);
             }
             _ = sweep.tick() => {
@@ -123,24 +122,6 @@ pub async fn run(ctx: Arc<Context>) {
             }
         }
     }
-}
-
-/// Lists every container once and returns the pods (UIDs) whose containers
-/// changed state since the last call, so their workers sync at once instead of
-/// waiting for their periodic sync.
-async fn changed_pods(cri: &Cri, last: &mut HashMap<String, i32>) -> HashSet<String> {
-    let Ok(containers) = cri.runtime.list_containers(None).await else { return HashSet::new() };
-    let mut changed = HashSet::new();
-    let mut now = HashMap::new();
-    for container in containers {
-        let uid = container.labels.get(labels::POD_UID).cloned().unwrap_or_default();
-        if last.get(&container.id) != Some(&container.state) {
-            changed.insert(uid);
-        }
-        now.insert(container.id, container.state);
-    }
-    *last = now;
-    changed
 }
 
 /// Removes sandboxes (with their containers and volumes) of pods this node no

@@ -1,31 +1,34 @@
-//! One pod's worker: a level-triggered loop that compares the pod's spec with
-//! what CRI reports and acts (sandbox, init containers in order, containers,
-//! restarts with back-off, probes, kills), then writes the pod's status. On
-//! deletion it stops the pod gracefully and removes the pod object.
+//! One pod's worker: a level-triggered loop that reads what the runtime has
+//! for its pod from the node's pod cache ([`super::pleg`]), decides what to do
+//! ([`super::actions::compute_pod_actions`]), does it (sandbox, init
+//! containers in order, containers, restarts with back-off, probes, kills),
+//! then writes the pod's status from the cache. On deletion it stops the pod
+//! gracefully and removes the pod object.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use client::events::EventType;
-use client::k8s_openapi::api::core::v1::{Container, Pod, PodStatus, Secret};
+use client::k8s_openapi::api::core::v1::{Container, Pod, PodStatus as ApiPodStatus, Secret};
 use client::kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use client::kube::Api;
 use tokio::sync::Notify;
 
+use super::actions::{compute_pod_actions, PodStatus, StartContainer};
 use super::backoff::Backoff;
 use super::command::{effective_argv, expand_command, ImageProcess};
 use super::events::PodEvents;
 use super::probe::{self, Kind, SharedResults, Target};
 use super::spec::{self, ContainerInputs, ImageUser};
-use super::status::{self, Instance, Observed, PodFacts, RunState, Waiting};
-use super::{dns, env, hooks, labels, pull_secrets, sources, volumes, Context};
+use super::status::{self, Observed, PodFacts, RunState, Waiting};
+use super::{dns, env, hooks, pull_secrets, sources, volumes, Context};
 use crate::cri::api as cri;
 
-/// How often a pod is synced without any change; container exits (through
-/// the manager's relist), probe results, back-off ends and pod changes wake the
-/// worker sooner.
-const RESYNC: Duration = Duration::from_secs(10);
+/// How often a pod is synced without any change; changes in the runtime
+/// (through the pod cache), probe results, back-off ends and pod changes wake
+/// the worker sooner.
+const RESYNC: Duration = Duration::from_secs(60);
 /// How often the same back-off event is repeated.
 const BACKOFF_EVENT_EVERY: Duration = Duration::from_secs(30);
 
@@ -57,12 +60,9 @@ pub struct PodWorker {
     probes: HashMap<String, Probes>,
     /// When a back-off event was last emitted, per container.
     backoff_events: HashMap<String, Instant>,
-    last_status: Option<PodStatus>,
+    last_status: Option<ApiPodStatus>,
     sandbox_config: Option<cri::PodSandboxConfig>,
 }
-
-/// The instances of each container name, newest first.
-type Instances = HashMap<String, Vec<Instance>>;
 
 impl PodWorker {
     pub fn new(ctx: Arc<Context>, key: String, uid: String, wake: Arc<Notify>) -> Self {
@@ -83,6 +83,8 @@ impl PodWorker {
 
     /// Runs until the pod is gone from the node.
     pub async fn run(mut self) {
+        // Until the cache is filled a pod would look as if it had no sandbox.
+        self.ctx.cache.wait_synced().await;
         loop {
             let pod = self.ctx.pods.get_by_key(&self.key).filter(|pod| pod.metadata.uid.as_deref() == Some(self.uid.as_str()));
             let outcome = match &pod {
@@ -102,117 +104,86 @@ impl PodWorker {
         }
     }
 
-    async fn sandboxes(&self) -> Result<Vec<cri::PodSandbox>, SyncError> {
-        let filter = cri::PodSandboxFilter { label_selector: [(labels::POD_UID.to_string(), self.uid.clone())].into(), ..Default::default() };
-        Ok(self.ctx.cri.runtime.list_pod_sandbox(Some(filter)).await?)
+    /// Reads the pod from the runtime again, after acting on it.
+    async fn refresh(&self) -> Result<PodStatus, SyncError> {
+        self.ctx.cache.refresh_pod(&self.ctx.cri, &self.uid).await?;
+        Ok(self.ctx.cache.get(&self.uid))
     }
 
-    /// The pod's container instances from CRI, grouped by name, newest first;
-    /// instances older than the previous one are removed, as the kubelet's
-    /// garbage collection does.
-    async fn instances(&self, sandbox_id: &str) -> Result<Instances, SyncError> {
-        let runtime = &self.ctx.cri.runtime;
-        let filter = cri::ContainerFilter { pod_sandbox_id: sandbox_id.to_string(), ..Default::default() };
-        let listed = runtime.list_containers(Some(filter)).await?;
-        let mut grouped: Instances = HashMap::new();
-        for container in listed {
-            let Some(name) = container.labels.get(labels::CONTAINER_NAME).cloned() else { continue };
-            let reply = match runtime.container_status(&container.id, false).await {
-                Ok(reply) => reply,
-                Err(status) if status.code() == tonic::Code::NotFound => continue,
-                Err(status) => return Err(status.into()),
-            };
-            let Some(found) = reply.status else { continue };
-            grouped.entry(name).or_default().push(instance_of(found));
-        }
-        for list in grouped.values_mut() {
-            list.sort_by_key(|i| std::cmp::Reverse((i.restart_count, i.started_at)));
-            for old in list.drain(2.min(list.len())..) {
-                let _ = runtime.remove_container(&old.id).await;
-            }
-        }
-        Ok(grouped)
+    /// The running containers whose liveness or startup probe failed.
+    fn unhealthy(&self) -> HashMap<String, Kind> {
+        self.probes.iter().filter_map(|(id, probes)| probe::lock(&probes.results).failed.map(|kind| (id.clone(), kind))).collect()
     }
 
     async fn sync(&mut self, pod: &Pod) -> Result<(), SyncError> {
         let events = PodEvents::new(self.ctx.recorder.clone(), pod);
-        let spec = pod.spec.clone().unwrap_or_default();
-        let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
-        let terminal = phase == "Succeeded" || phase == "Failed";
-        let sandboxes = self.sandboxes().await?;
-        let ready = sandboxes.iter().find(|s| s.state == cri::PodSandboxState::SandboxReady as i32).map(|s| s.id.clone());
-
-        let sandbox_id = match ready {
-            Some(id) => id,
-            None if terminal => return Ok(()),
-            None => {
-                for stale in &sandboxes {
-                    self.remove_sandbox(&stale.id).await?;
-                }
-                match self.start_sandbox(pod, &events, sandboxes.len() as u32).await? {
-                    Some(id) => id,
-                    None => return self.write_status(pod, &HashMap::new(), None).await,
-                }
-            }
-        };
-        let sandbox = self.ctx.cri.runtime.pod_sandbox_status(&sandbox_id, false).await?.status;
-        let pod_ips: Vec<String> = sandbox
-            .as_ref()
-            .and_then(|s| s.network.as_ref())
-            .map(|n| std::iter::once(n.ip.clone()).chain(n.additional_ips.iter().map(|ip| ip.ip.clone())).filter(|ip| !ip.is_empty()).collect())
-            .unwrap_or_default();
-        let pod_ip = pod_ips.first().cloned().unwrap_or_default();
-        let instances = self.instances(&sandbox_id).await?;
-
-        if terminal {
+        let status = self.ctx.cache.get(&self.uid);
+        let actions = compute_pod_actions(pod, &status, &self.unhealthy());
+        if actions.is_empty() {
+            return self.observe(pod, &status, &events).await;
+        }
+        let runtime = self.ctx.cri.runtime.clone();
+        for id in &actions.remove {
+            let _ = runtime.remove_container(id).await;
+        }
+        if actions.kill_pod {
             // A finished pod runs nothing more; its sandbox goes.
-            self.stop_all(pod, &instances, &events, 0).await;
-            self.ctx.cri.runtime.stop_pod_sandbox(&sandbox_id).await?;
+            self.stop_all(pod, &status, &events, 0).await;
+            if let Some(sandbox) = status.ready_sandbox() {
+                runtime.stop_pod_sandbox(&sandbox.id).await?;
+            }
+            self.refresh().await?;
             return Ok(());
         }
+        for stale in &actions.remove_sandboxes {
+            self.remove_sandbox(stale).await?;
+        }
+        let sandbox_id = match (actions.create_sandbox, status.ready_sandbox()) {
+            (Some(attempt), _) => match self.start_sandbox(pod, &events, attempt).await? {
+                Some(id) => id,
+                None => return self.write_status(pod, &PodStatus::default()).await,
+            },
+            (None, Some(ready)) => ready.id.clone(),
+            (None, None) => return Ok(()),
+        };
+        for id in &actions.start_created {
+            runtime.start_container(id).await?;
+        }
+        for kill in &actions.kill {
+            let probe_name = if kill.reason == Kind::Startup { "startup" } else { "liveness" };
+            events.container(&kill.name, EventType::Normal, "Killing", format!("Container {} failed {probe_name} probe, will be restarted", kill.name));
+            self.probes.remove(&kill.id);
+            let grace = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
+            if let Err(status) = runtime.stop_container(&kill.id, grace).await {
+                tracing::warn!(pod = %self.key, container = %kill.name, %status, "could not stop an unhealthy container");
+            }
+        }
+        let spec = pod.spec.clone().unwrap_or_default();
+        for start in &actions.start {
+            let Some(container) = spec.init_containers.iter().flatten().chain(&spec.containers).find(|c| c.name == start.name) else { continue };
+            match start.after_exit {
+                Some(finished_at) => self.restart(pod, container, start, finished_at, &sandbox_id, &events).await?,
+                None => self.start(pod, container, start.restart_count, &sandbox_id, &events).await?,
+            }
+        }
+        let status = self.refresh().await?;
+        self.observe(pod, &status, &events).await
+    }
 
-        let policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
-        let mut initialized = true;
-        for container in spec.init_containers.iter().flatten() {
-            let current = instances.get(&container.name).and_then(|list| list.first());
-            match current {
-                Some(done) if done.succeeded() => continue,
-                Some(running) if running.state == RunState::Running || running.state == RunState::Created => {}
-                Some(failed) if failed.state == RunState::Exited => {
-                    if policy != "Never" {
-                        self.restart(pod, container, failed, &sandbox_id, &events).await?;
-                    }
-                }
-                _ => self.start(pod, container, 0, &sandbox_id, &events).await?,
-            }
-            initialized = false;
-            break;
-        }
-        if initialized {
-            for container in &spec.containers {
-                let current = instances.get(&container.name).and_then(|list| list.first());
-                match current {
-                    None => self.start(pod, container, 0, &sandbox_id, &events).await?,
-                    Some(instance) if instance.state == RunState::Running => self.check_running(pod, container, instance, &pod_ip, &events).await,
-                    Some(instance) if instance.state == RunState::Created => {
-                        // Created but never started (the agent stopped in between).
-                        self.ctx.cri.runtime.start_container(&instance.id).await?;
-                    }
-                    Some(instance) => {
-                        let restart = policy == "Always" || (policy == "OnFailure" && instance.exit_code != 0);
-                        if restart {
-                            self.restart(pod, container, instance, &sandbox_id, &events).await?;
-                        }
-                    }
-                }
+    /// Starts the probes of running containers (once each), drops those of
+    /// containers that are gone, and writes the pod's status.
+    async fn observe(&mut self, pod: &Pod, status: &PodStatus, events: &PodEvents) -> Result<(), SyncError> {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let pod_ip = status.ready_sandbox().and_then(|s| s.ips.first().cloned()).unwrap_or_default();
+        for (name, instance) in status.running() {
+            if let Some(container) = spec.containers.iter().find(|c| c.name == name) {
+                self.waiting.remove(name);
+                self.ensure_probes(container, &instance.id, &pod_ip, events);
             }
         }
-        // Probes of containers that are gone stop with them.
-        let live: HashSet<&str> = instances.values().flatten().filter(|i| i.state == RunState::Running).map(|i| i.id.as_str()).collect();
+        let live: HashSet<&str> = status.running().map(|(_, instance)| instance.id.as_str()).collect();
         self.probes.retain(|id, _| live.contains(id.as_str()));
-
-        let instances = self.instances(&sandbox_id).await?;
-        self.write_status(pod, &instances, Some(pod_ips)).await
+        self.write_status(pod, status).await
     }
 
     /// Volumes, then RunPodSandbox. `None` when the pod cannot start yet (the
@@ -251,36 +222,25 @@ impl PodWorker {
         }
     }
 
-    /// A running container: start its probes (once), and kill it when its
-    /// liveness or startup probe failed.
-    async fn check_running(&mut self, pod: &Pod, container: &Container, instance: &Instance, pod_ip: &str, events: &PodEvents) {
-        self.waiting.remove(&container.name);
-        let probes = self.probes.entry(instance.id.clone()).or_insert_with(|| {
-            let results = SharedResults::default();
-            let target = Target { cri: self.ctx.cri.clone(), container_id: instance.id.clone(), container: container.clone(), pod_ip: pod_ip.to_string() };
-            let (events, name) = (events.clone(), container.name.clone());
-            let on_failure: probe::OnFailure = Arc::new(move |kind: Kind, message: String| {
-                events.container(&name, EventType::Warning, "Unhealthy", format!("{} probe failed: {message}", kind.title()));
-            });
-            let tasks = probe::start(target, results.clone(), self.wake.clone(), on_failure);
-            Probes { results, _tasks: client::AbortOnDrop(tasks) }
-        });
-        let failed = probe::lock(&probes.results).failed;
-        if let Some(kind) = failed {
-            let probe_name = if kind == Kind::Startup { "startup" } else { "liveness" };
-            events.container(&container.name, EventType::Normal, "Killing", format!("Container {} failed {probe_name} probe, will be restarted", container.name));
-            self.probes.remove(&instance.id);
-            let grace = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
-            if let Err(status) = self.ctx.cri.runtime.stop_container(&instance.id, grace).await {
-                tracing::warn!(pod = %self.key, container = %container.name, %status, "could not stop an unhealthy container");
-            }
+    /// Starts a running container's probes, once.
+    fn ensure_probes(&mut self, container: &Container, id: &str, pod_ip: &str, events: &PodEvents) {
+        if self.probes.contains_key(id) {
+            return;
         }
+        let results = SharedResults::default();
+        let target = Target { cri: self.ctx.cri.clone(), container_id: id.to_string(), container: container.clone(), pod_ip: pod_ip.to_string() };
+        let (events, name) = (events.clone(), container.name.clone());
+        let on_failure: probe::OnFailure = Arc::new(move |kind: Kind, message: String| {
+            events.container(&name, EventType::Warning, "Unhealthy", format!("{} probe failed: {message}", kind.title()));
+        });
+        let tasks = probe::start(target, results.clone(), self.wake.clone(), on_failure);
+        self.probes.insert(id.to_string(), Probes { results, _tasks: client::AbortOnDrop(tasks) });
     }
 
     /// An exited container that its restart policy restarts: now, or after its back-off.
-    async fn restart(&mut self, pod: &Pod, container: &Container, exited: &Instance, sandbox_id: &str, events: &PodEvents) -> Result<(), SyncError> {
+    async fn restart(&mut self, pod: &Pod, container: &Container, start: &StartContainer, finished_at: i64, sandbox_id: &str, events: &PodEvents) -> Result<(), SyncError> {
         let now = SystemTime::now();
-        let finished = SystemTime::UNIX_EPOCH + Duration::from_nanos(exited.finished_at.max(0) as u64);
+        let finished = SystemTime::UNIX_EPOCH + Duration::from_nanos(finished_at.max(0) as u64);
         let backoff = self.crash_backoff.entry(container.name.clone()).or_default();
         if let Some(remaining) = backoff.remaining_since(finished, now) {
             let full_name = spec::pod_full_name(pod);
@@ -298,7 +258,7 @@ impl PodWorker {
         }
         backoff.next(now);
         self.backoff_events.remove(&container.name);
-        self.start(pod, container, exited.restart_count + 1, sandbox_id, events).await
+        self.start(pod, container, start.restart_count, sandbox_id, events).await
     }
 
     /// Pull, config, CreateContainer, StartContainer, postStart. Failures that
@@ -473,10 +433,11 @@ impl PodWorker {
         Ok((user, reply.info.get("info").and_then(|info| image_process(info))))
     }
 
-    async fn write_status(&mut self, pod: &Pod, instances: &Instances, pod_ips: Option<Vec<String>>) -> Result<(), SyncError> {
+    async fn write_status(&mut self, pod: &Pod, runtime_status: &PodStatus) -> Result<(), SyncError> {
         let spec = pod.spec.clone().unwrap_or_default();
+        let pod_ips = runtime_status.ready_sandbox().map(|s| s.ips.clone());
         let observe = |this: &Self, container: &Container| {
-            let list = instances.get(&container.name);
+            let list = runtime_status.containers.get(&container.name);
             let current = list.and_then(|l| l.first()).cloned();
             let results = current.as_ref().and_then(|c| this.probes.get(&c.id)).map(|p| probe::lock(&p.results).clone());
             let results = results.unwrap_or(probe::Results { ready: container.readiness_probe.is_none(), started: container.startup_probe.is_none(), failed: None });
@@ -516,11 +477,11 @@ impl PodWorker {
 
     /// Stops every running container of the pod within `grace_seconds`, each
     /// after its preStop hook.
-    async fn stop_all(&mut self, pod: &Pod, instances: &Instances, events: &PodEvents, grace_seconds: i64) {
+    async fn stop_all(&mut self, pod: &Pod, runtime_status: &PodStatus, events: &PodEvents, grace_seconds: i64) {
         let deadline = Instant::now() + Duration::from_secs(grace_seconds.max(0) as u64);
         let spec = pod.spec.clone().unwrap_or_default();
         let pod_ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap_or_default();
-        let stops = instances.iter().filter_map(|(name, list)| {
+        let stops = runtime_status.containers.iter().filter_map(|(name, list)| {
             let running = list.first().filter(|i| i.state == RunState::Running)?.clone();
             let container = spec.containers.iter().chain(spec.init_containers.iter().flatten()).find(|c| &c.name == name).cloned();
             let (cri, events, name, pod_ip) = (self.ctx.cri.clone(), events.clone(), name.clone(), pod_ip.clone());
@@ -556,7 +517,7 @@ impl PodWorker {
     /// sandbox and volumes, then delete the pod object for good (as the kubelet
     /// does, with grace period 0). `None`: the pod is already gone from the API.
     async fn terminate(&mut self, pod: Option<&Pod>) -> Result<(), SyncError> {
-        let sandboxes = self.sandboxes().await?;
+        let status = self.refresh().await?;
         if let Some(pod) = pod {
             let grace = pod
                 .metadata
@@ -564,14 +525,14 @@ impl PodWorker {
                 .or(pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
                 .unwrap_or(30);
             let events = PodEvents::new(self.ctx.recorder.clone(), pod);
-            for sandbox in sandboxes.iter().filter(|s| s.state == cri::PodSandboxState::SandboxReady as i32) {
-                let instances = self.instances(&sandbox.id).await?;
-                self.stop_all(pod, &instances, &events, grace).await;
+            if status.ready_sandbox().is_some() {
+                self.stop_all(pod, &status, &events, grace).await;
             }
         }
-        for sandbox in &sandboxes {
+        for sandbox in &status.sandboxes {
             self.remove_sandbox(&sandbox.id).await?;
         }
+        self.refresh().await?;
         if let Err(error) = volumes::tear_down(&self.ctx.root_dir, &self.uid) {
             tracing::warn!(pod = %self.key, %error, "could not remove the pod's volumes");
         }
@@ -603,30 +564,8 @@ impl PodWorker {
 }
 
 /// The status of a pod status's `Ready` condition.
-fn ready_condition(status: Option<&PodStatus>) -> Option<&str> {
+fn ready_condition(status: Option<&ApiPodStatus>) -> Option<&str> {
     status?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready").map(|c| c.status.as_str())
-}
-
-fn instance_of(status: cri::ContainerStatus) -> Instance {
-    let state = match cri::ContainerState::try_from(status.state) {
-        Ok(cri::ContainerState::ContainerCreated) => RunState::Created,
-        Ok(cri::ContainerState::ContainerRunning) => RunState::Running,
-        Ok(cri::ContainerState::ContainerExited) => RunState::Exited,
-        _ => RunState::Unknown,
-    };
-    Instance {
-        restart_count: labels::restart_count(&status.annotations),
-        id: status.id,
-        state,
-        exit_code: status.exit_code,
-        reason: status.reason,
-        message: status.message,
-        started_at: status.started_at,
-        finished_at: status.finished_at,
-        image: status.image.map(|i| i.image).unwrap_or_default(),
-        image_ref: status.image_ref,
-        log_path: status.log_path,
-    }
 }
 
 /// Entrypoint and Cmd from an ImageStatus `info` entry, in containerd's shape
