@@ -29,7 +29,10 @@ use crate::stats::{ms, print_table, Samples};
 const NAMESPACE: &str = "bench";
 const NODE: &str = "bench-node";
 /// How long the idle CPU is sampled.
-const IDLE_WINDOW: Duration = Duration::from_secs(10);
+const IDLE_WINDOW: Duration = Duration::from_secs(30);
+/// How long the node settles after the burst before idle is measured (the
+/// last status writes, the first probes and log walks).
+const SETTLE: Duration = Duration::from_secs(10);
 /// podman's cgroup parent, removed at the end.
 const PODMAN_CGROUPS: &str = "r8s-bench-podman";
 
@@ -230,7 +233,7 @@ async fn measure_r8s(r8s: &Path, dir: &Path, images: &Path, args: &AgentBenchArg
     let (burst, burst_all) = start_pods(&pods, &mut running, &names).await?;
     watch.abort();
 
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(SETTLE).await;
     let mut pids = vec![cluster.runtime.as_ref().map(R8sServer::pid).unwrap_or_default()];
     pids.extend(cluster.agent.as_ref().map(Child::id));
     let idle = usage(&pids).await?;

@@ -21,7 +21,7 @@ use serde_json::json;
 
 use client::informer::{Change, Informer};
 use client::AbortOnDrop;
-use controller::hollow::{HollowNodes, HollowSettings};
+use node_agent::hollow::{HollowNodes, HollowSettings};
 
 use crate::store::backends::{Backend, Started};
 
@@ -109,9 +109,10 @@ async fn start_api(kind: StoreKind) -> anyhow::Result<(Client, ApiServer)> {
     Ok((client::connect::from_url(&url)?, ApiServer { _server: AbortOnDrop(vec![server]), _store: started }))
 }
 
-/// Hollow nodes that start pods after `ready_delay`.
-async fn hollow_nodes(client: &Client, count: usize, ready_delay: Duration) -> anyhow::Result<HollowNodes> {
-    let settings = HollowSettings { cpu: "32".into(), memory: "256Gi".into(), ready_delay, ..Default::default() };
+/// Hollow nodes (real agents over in-memory runtimes); `run_pods` false:
+/// their agents register and renew but never start the pods bound to them.
+async fn hollow_nodes(client: &Client, count: usize, run_pods: bool) -> anyhow::Result<HollowNodes> {
+    let settings = HollowSettings { cpu: "32".into(), memory: "256Gi".into(), ready_delay: Duration::from_millis(100), run_pods, ..Default::default() };
     HollowNodes::start(client.clone(), "hollow", count, settings).await.context("registering hollow nodes")
 }
 
@@ -136,7 +137,7 @@ async fn scheduling_throughput(store: StoreKind, nodes: usize, count: usize) -> 
     let (client, _api) = start_api(store).await?;
     // Like scheduler_perf's nodes, these do not start pods during the measurement
     // (their agents would only add status writes that are not scheduling).
-    let _nodes = hollow_nodes(&client, nodes, Duration::from_secs(3600)).await?;
+    let _nodes = hollow_nodes(&client, nodes, false).await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     stream::iter(0..count)
         .map(|i| {
@@ -171,7 +172,7 @@ async fn scheduling_throughput(store: StoreKind, nodes: usize, count: usize) -> 
 /// Times a Deployment of `replicas` from creation to all replicas available.
 async fn deployment_rollout(store: StoreKind, nodes: usize, replicas: i32) -> anyhow::Result<Duration> {
     let (client, _api) = start_api(store).await?;
-    let _nodes = hollow_nodes(&client, nodes, Duration::from_millis(100)).await?;
+    let _nodes = hollow_nodes(&client, nodes, true).await?;
     let scheduler_client = client.clone();
     let _control = AbortOnDrop(vec![
         tokio::spawn(async move {

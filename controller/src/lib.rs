@@ -7,7 +7,6 @@ pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod gc;
-pub mod hollow;
 pub mod job;
 pub mod manager;
 pub mod nodeipam;

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use controller::daemonset::plan::CONTROLLER_REVISION_HASH;
-use controller::hollow::{HollowNodes, HollowSettings};
+use node_agent::hollow::{HollowNodes, HollowSettings};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};

@@ -15,6 +15,8 @@ pub struct Host {
     pub architecture: &'static str,
     pub machine_id: String,
     pub boot_id: String,
+    /// How many pods the node takes.
+    pub max_pods: i64,
 }
 
 impl Host {
@@ -31,6 +33,22 @@ impl Host {
             architecture: go_arch(std::env::consts::ARCH),
             machine_id: read("/etc/machine-id"),
             boot_id: read("/proc/sys/kernel/random/boot_id"),
+            max_pods: crate::node::MAX_PODS,
+        }
+    }
+
+    /// A made-up machine for hollow node `index`: its capacity as given.
+    pub fn simulated(index: usize, cpus: usize, memory_bytes: u64, max_pods: i64) -> Self {
+        Self {
+            cpus,
+            memory_bytes,
+            storage_bytes: 100 << 30,
+            kernel: "hollow".into(),
+            os_image: "r8s hollow node".into(),
+            architecture: go_arch(std::env::consts::ARCH),
+            machine_id: format!("hollow-{index}"),
+            boot_id: format!("hollow-{index}"),
+            max_pods,
         }
     }
 }

@@ -8,9 +8,11 @@
 //! - [`pods`]: one worker per pod, and what it is built from (container specs,
 //!   env, volumes, probes, back-off, status);
 //! - [`cri`]: the runtime, behind CRI's traits; [`server`] and [`logs`]: logs and exec over HTTP;
-//! - [`host`]: facts about the machine.
+//! - [`host`]: facts about the machine; [`hollow`]: many agents over an
+//!   in-memory runtime in one process, for tests and benchmarks at scale.
 
 pub mod container_logs;
+pub mod hollow;
 pub mod host;
 pub mod logs;
 pub mod node;
@@ -25,7 +27,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use client::events::EventRecorder;
-use client::informer::Informer;
 
 /// How an agent is started.
 #[derive(Debug, Clone)]
@@ -52,6 +53,10 @@ pub struct Config {
     pub pod_routes: Option<routes::PodRoutes>,
     /// When container logs rotate and how many files of each are kept.
     pub container_logs: container_logs::LogPolicy,
+    /// Serve logs, exec and attach on `listen` (hollow nodes do not).
+    pub serve: bool,
+    /// How often the Lease is renewed and the status reported.
+    pub timing: node::NodeTiming,
 }
 
 impl Config {
@@ -68,6 +73,8 @@ impl Config {
             cluster_dns: pods::dns::ClusterDns::default(),
             pod_routes: None,
             container_logs: container_logs::LogPolicy::default(),
+            serve: true,
+            timing: node::NodeTiming::default(),
         }
     }
 }
@@ -84,6 +91,16 @@ pub enum Error {
     Serve { address: SocketAddr, source: std::io::Error },
 }
 
+/// What an agent runs on: how it reaches the API and its runtime, who it is,
+/// and where its pods come from. [`run`] makes them for a node of its own; a
+/// fleet of hollow nodes ([`hollow`]) shares one client and one pod watch.
+pub struct Parts {
+    pub client: client::kube::Client,
+    pub cri: cri::Cri,
+    pub identity: node::NodeIdentity,
+    pub pods: pods::feed::PodFeed,
+}
+
 /// Runs the agent until the returned future is dropped (or the log/exec
 /// server fails).
 pub async fn run(config: Config) -> Result<(), Error> {
@@ -92,19 +109,27 @@ pub async fn run(config: Config) -> Result<(), Error> {
     }
     let client = client::connect::from_url(&config.server)?;
     let cri = cri::Cri::connect(&config.cri_endpoint)?;
-    let identity = identity(&config);
+    let feeds = pods::feed::PodFeeds::start(&client, Some(&format!("spec.nodeName={}", config.node_name)));
+    let parts = Parts { pods: feeds.subscribe(&config.node_name), identity: identity(&config), client, cri };
+    tracing::info!(node = %config.node_name, server = %config.server, runtime = %config.cri_endpoint, "node agent starting");
+    run_with(config, parts).await
+}
+
+/// Runs the agent over `parts` until the returned future is dropped (or the
+/// log/exec server fails).
+pub async fn run_with(config: Config, parts: Parts) -> Result<(), Error> {
+    let Parts { client, cri, identity, pods } = parts;
     let context = Arc::new(pods::Context {
         client: client.clone(),
         cri: cri.clone(),
         cache: Arc::default(),
         recorder: EventRecorder::new(client.clone(), "kubelet").with_host(config.node_name.clone()),
-        pods: Informer::new(),
+        pods: pods.informer.clone(),
         node: identity.clone(),
         root_dir: config.root_dir.clone(),
         log_dir: config.log_dir.clone(),
         dns: config.cluster_dns.clone(),
     });
-    tracing::info!(node = %config.node_name, server = %config.server, runtime = %config.cri_endpoint, "node agent starting");
     let address = config.listen;
     let routes = {
         let (client, me, pod_routes) = (client.clone(), config.node_name.clone(), config.pod_routes.clone());
@@ -124,14 +149,36 @@ pub async fn run(config: Config) -> Result<(), Error> {
             }
         }
     };
+    let served = {
+        let (cri, log_dir) = (cri.clone(), config.log_dir.clone());
+        async move {
+            match config.serve {
+                true => server::serve(address, cri.clone(), log_dir.clone()).await.map_err(|source| Error::Serve { address, source }),
+                false => std::future::pending().await,
+            }
+        }
+    };
+    let rotated = async {
+        match config.serve {
+            true => container_logs::maintain(cri.clone(), config.log_dir.clone(), config.container_logs).await,
+            false => std::future::pending().await,
+        }
+    };
     tokio::select! {
         () = service_proxy => Ok(()),
         () = routes => Ok(()),
-        () = node::maintain(client, cri.clone(), identity) => Ok(()),
-        () = pods::run(context) => Ok(()),
-        () = container_logs::maintain(cri.clone(), config.log_dir.clone(), config.container_logs) => Ok(()),
-        served = server::serve(address, cri, config.log_dir.clone()) => served.map_err(|source| Error::Serve { address, source }),
+        () = node::maintain(client, cri.clone(), identity, config.timing) => Ok(()),
+        () = pods::run(context, pods) => Ok(()),
+        () = rotated => Ok(()),
+        served = served => served,
     }
+}
+
+/// Keeps only the Node and its Lease, for a node that takes pods and never
+/// starts them (hollow nodes that measure scheduling alone).
+pub async fn run_node_only(config: Config, parts: Parts) -> Result<(), Error> {
+    node::maintain(parts.client, parts.cri, parts.identity, config.timing).await;
+    Ok(())
 }
 
 fn identity(config: &Config) -> node::NodeIdentity {
@@ -140,6 +187,7 @@ fn identity(config: &Config) -> node::NodeIdentity {
         ip: config.node_ip.unwrap_or_else(host::node_ip).to_string(),
         agent_port: config.listen.port(),
         host: host::Host::probe(&config.root_dir),
+        labels: Default::default(),
     }
 }
 

@@ -19,12 +19,27 @@ use crate::host::Host;
 pub const AGENT_VERSION: &str = "v1.32.0-r8s";
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
 pub const LEASE_DURATION_SECONDS: i32 = 40;
+/// How often the Lease is renewed (the kubelet's 10 s).
 pub const LEASE_RENEW: Duration = Duration::from_secs(10);
-/// How often the status is written even when nothing changed.
-pub const STATUS_REFRESH: Duration = Duration::from_secs(60);
-/// How often conditions are checked for a change.
-const STATUS_CHECK: Duration = Duration::from_secs(10);
 pub const MAX_PODS: i64 = 110;
+
+/// How often the agent renews and reports.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeTiming {
+    pub lease_renew: Duration,
+    /// The first renewal waits this long (a fleet of hollow nodes spreads its renewals).
+    pub first_lease_after: Duration,
+    /// How often conditions are checked for a change (reading the Node).
+    pub status_check: Duration,
+    /// How often the status is written even when nothing changed.
+    pub status_refresh: Duration,
+}
+
+impl Default for NodeTiming {
+    fn default() -> Self {
+        Self { lease_renew: LEASE_RENEW, first_lease_after: Duration::ZERO, status_check: Duration::from_secs(10), status_refresh: Duration::from_secs(60) }
+    }
+}
 
 /// What the node says about itself.
 #[derive(Clone)]
@@ -33,6 +48,8 @@ pub struct NodeIdentity {
     pub ip: String,
     pub agent_port: u16,
     pub host: Host,
+    /// Labels beyond the well-known ones (hostname, os, arch).
+    pub labels: BTreeMap<String, String>,
 }
 
 fn quantity(value: impl ToString) -> Quantity {
@@ -45,7 +62,7 @@ pub fn capacity(host: &Host) -> BTreeMap<String, Quantity> {
         ("cpu".to_string(), quantity(host.cpus)),
         ("memory".to_string(), quantity(format!("{}Ki", host.memory_bytes / 1024))),
         ("ephemeral-storage".to_string(), quantity(format!("{}Ki", host.storage_bytes / 1024))),
-        ("pods".to_string(), quantity(MAX_PODS)),
+        ("pods".to_string(), quantity(host.max_pods)),
     ])
 }
 
@@ -116,7 +133,8 @@ pub fn node_status(identity: &NodeIdentity, runtime_version: &str, runtime_ready
 
 /// The Node as first registered.
 pub fn node_object(identity: &NodeIdentity) -> Node {
-    let labels = BTreeMap::from([
+    let mut labels = identity.labels.clone();
+    labels.extend([
         ("kubernetes.io/hostname".to_string(), identity.name.clone()),
         ("kubernetes.io/os".to_string(), "linux".to_string()),
         ("kubernetes.io/arch".to_string(), identity.host.architecture.to_string()),
@@ -156,18 +174,19 @@ pub async fn wait_for_pod_cidr(client: Client, identity: &NodeIdentity) -> Strin
 
 /// Keeps the Node registered and its status current, and the Lease renewed.
 /// Runs until cancelled; API errors are logged and retried.
-pub async fn maintain(client: Client, cri: Cri, identity: NodeIdentity) {
+pub async fn maintain(client: Client, cri: Cri, identity: NodeIdentity, timing: NodeTiming) {
     let nodes: Api<Node> = Api::all(client.clone());
     let leases: Api<Lease> = Api::namespaced(client, LEASE_NAMESPACE);
     let mut last_status: Option<(NodeStatus, tokio::time::Instant)> = None;
-    let mut next_lease = tokio::time::Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut next_lease = tokio::time::Instant::now() + timing.first_lease_after;
+    let mut lease: Option<Lease> = None;
+    let mut tick = tokio::time::interval(timing.lease_renew.min(Duration::from_secs(1)));
     loop {
         tick.tick().await;
         let now = tokio::time::Instant::now();
-        let due = last_status.as_ref().is_none_or(|(_, at)| now.duration_since(*at) >= STATUS_CHECK);
+        let due = last_status.as_ref().is_none_or(|(_, at)| now.duration_since(*at) >= timing.status_check);
         if due {
-            match sync_status(&nodes, &cri, &identity, last_status.as_ref().map(|(s, _)| s)).await {
+            match sync_status(&nodes, &cri, &identity, last_status.as_ref().map(|(s, _)| s), timing.status_refresh).await {
                 Ok(Some(status)) => last_status = Some((status, now)),
                 Ok(None) => {
                     if let Some((_, at)) = last_status.as_mut() {
@@ -178,8 +197,11 @@ pub async fn maintain(client: Client, cri: Cri, identity: NodeIdentity) {
             }
         }
         if now >= next_lease && last_status.is_some() {
-            match renew_lease(&leases, &nodes, &identity.name).await {
-                Ok(()) => next_lease = now + LEASE_RENEW,
+            match renew_lease(&leases, &nodes, &identity.name, lease.take()).await {
+                Ok(renewed) => {
+                    lease = Some(renewed);
+                    next_lease = now + timing.lease_renew;
+                }
                 Err(error) => tracing::warn!(%error, node = %identity.name, "could not renew the node lease"),
             }
         }
@@ -188,7 +210,7 @@ pub async fn maintain(client: Client, cri: Cri, identity: NodeIdentity) {
 
 /// Registers the node if needed and writes its status when it changed or when
 /// the last write is a minute old. Returns the status written, if any.
-async fn sync_status(nodes: &Api<Node>, cri: &Cri, identity: &NodeIdentity, last: Option<&NodeStatus>) -> Result<Option<NodeStatus>, client::kube::Error> {
+async fn sync_status(nodes: &Api<Node>, cri: &Cri, identity: &NodeIdentity, last: Option<&NodeStatus>, refresh: Duration) -> Result<Option<NodeStatus>, client::kube::Error> {
     let runtime_ready = cri.ready().await.unwrap_or(false);
     let runtime_version = cri.version().await.unwrap_or_default();
     let node = match nodes.get_opt(&identity.name).await? {
@@ -205,7 +227,7 @@ async fn sync_status(nodes: &Api<Node>, cri: &Cri, identity: &NodeIdentity, last
         .and_then(|s| s.conditions.as_ref())
         .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
         .and_then(|c| c.last_heartbeat_time.as_ref())
-        .is_none_or(|beat| client::time::seconds_between(&beat.0, &now.0) >= STATUS_REFRESH.as_secs_f64());
+        .is_none_or(|beat| client::time::seconds_between(&beat.0, &now.0) >= refresh.as_secs_f64());
     if !stale && last.is_some_and(|last| same_ignoring_heartbeats(last, &status)) && current.is_some_and(|c| same_ignoring_heartbeats(c, &status)) {
         return Ok(None);
     }
@@ -225,17 +247,27 @@ fn same_ignoring_heartbeats(a: &NodeStatus, b: &NodeStatus) -> bool {
     strip(a) == strip(b)
 }
 
-/// Creates or renews the node's Lease (owned by the Node, as the kubelet does).
-async fn renew_lease(leases: &Api<Lease>, nodes: &Api<Node>, name: &str) -> Result<(), client::kube::Error> {
+/// Creates or renews the node's Lease (owned by the Node, as the kubelet
+/// does); returns it as written. The last written one is renewed without
+/// reading it first, as the kubelet does; it is read again only when
+/// someone else changed it meanwhile (a conflict).
+async fn renew_lease(leases: &Api<Lease>, nodes: &Api<Node>, name: &str, last: Option<Lease>) -> Result<Lease, client::kube::Error> {
     let now = client::time::now_micro();
-    match leases.get_opt(name).await? {
-        Some(mut lease) => {
-            let spec = lease.spec.get_or_insert_with(Default::default);
-            spec.renew_time = Some(now);
-            spec.holder_identity = Some(name.to_string());
-            spec.lease_duration_seconds = Some(LEASE_DURATION_SECONDS);
-            leases.replace(name, &PostParams::default(), &lease).await?;
+    let renew = |mut lease: Lease| {
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        spec.renew_time = Some(now.clone());
+        spec.holder_identity = Some(name.to_string());
+        spec.lease_duration_seconds = Some(LEASE_DURATION_SECONDS);
+        lease
+    };
+    if let Some(last) = last {
+        match leases.replace(name, &PostParams::default(), &renew(last)).await {
+            Err(error) if client::is_conflict(&error) || client::is_not_found(&error) => {}
+            written => return written,
         }
+    }
+    match leases.get_opt(name).await? {
+        Some(lease) => leases.replace(name, &PostParams::default(), &renew(lease)).await,
         None => {
             let owner = nodes.get(name).await?;
             let lease = Lease {
@@ -258,8 +290,7 @@ async fn renew_lease(leases: &Api<Lease>, nodes: &Api<Node>, name: &str) -> Resu
                     ..Default::default()
                 }),
             };
-            leases.create(&PostParams::default(), &lease).await?;
+            leases.create(&PostParams::default(), &lease).await
         }
     }
-    Ok(())
 }

@@ -197,7 +197,7 @@ async fn api_url(servers: &[String]) -> anyhow::Result<(String, Option<client::A
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     if args.simulate {
         let name = args.node_name.clone().unwrap_or_else(hostname);
-        let settings = controller::hollow::HollowSettings { ready_delay: Duration::from_millis(args.simulate_ready_delay_ms), ..Default::default() };
+        let settings = node_agent::hollow::HollowSettings { ready_delay: Duration::from_millis(args.simulate_ready_delay_ms), ..Default::default() };
         return crate::sim::serve(&args.server[0], vec![name], settings);
     }
     crate::init_logging();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use controller::hollow::{HollowNodes, HollowSettings};
+use node_agent::hollow::{HollowNodes, HollowSettings};
 use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(Args)]

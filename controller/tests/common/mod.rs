@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use controller::hollow::{HollowNodes, HollowSettings};
+use node_agent::hollow::{HollowNodes, HollowSettings};
 use controller::manager::Settings;
 use kube::Client;
 use tokio::task::JoinHandle;

@@ -9,6 +9,7 @@ pub mod command;
 pub mod dns;
 pub mod env;
 mod events;
+pub mod feed;
 mod hooks;
 mod pull_secrets;
 pub mod labels;
@@ -28,8 +29,7 @@ use std::time::Duration;
 use client::events::EventRecorder;
 use client::informer::Informer;
 use client::k8s_openapi::api::core::v1::Pod;
-use client::kube::runtime::watcher;
-use client::kube::{Api, Client};
+use client::kube::Client;
 use tokio::sync::{mpsc, Notify};
 
 use crate::cri::Cri;
@@ -74,18 +74,10 @@ impl Drop for WorkerHandle {
     }
 }
 
-/// Watches this node's pods and runs a worker for each until it is gone.
-pub async fn run(ctx: Arc<Context>) {
-    let (changes, mut changed) = mpsc::unbounded_channel::<(String, String)>();
-    ctx.pods.on_change(move |change| {
-        let pod = change.object();
-        let key = client::object_key(pod.metadata.namespace.as_deref(), pod.metadata.name.as_deref().unwrap_or_default());
-        let _ = changes.send((key, pod.metadata.uid.clone().unwrap_or_default()));
-    });
-    let selector = format!("spec.nodeName={}", ctx.node.name);
-    let _watch = client::AbortOnDrop(vec![ctx.pods.start(Api::all(ctx.client.clone()), watcher::Config::default().fields(&selector))]);
-    ctx.pods.wait_synced().await;
-    tracing::info!(node = %ctx.node.name, pods = ctx.pods.len(), "watching the node's pods");
+/// Runs a worker for each pod of the feed until it is gone.
+pub async fn run(ctx: Arc<Context>, mut feed: feed::PodFeed) {
+    feed.informer.wait_synced().await;
+    tracing::info!(node = %ctx.node.name, pods = feed.bound().len(), "watching the node's pods");
 
     let _pleg = client::AbortOnDrop(vec![tokio::spawn(ctx.cache.clone().run(ctx.cri.clone()))]);
 
@@ -94,7 +86,7 @@ pub async fn run(ctx: Arc<Context>) {
     let mut sweep = tokio::time::interval(ORPHAN_SWEEP);
     loop {
         tokio::select! {
-            Some((key, uid)) = changed.recv() => match workers.get(&uid) {
+            Some((key, uid)) = feed.changes.recv() => match workers.get(&uid) {
                 Some(worker) => worker.wake.notify_one(),
                 None => {
                     let wake = Arc::new(Notify::new());
@@ -114,7 +106,7 @@ pub async fn run(ctx: Arc<Context>) {
                 workers.remove(&uid);
             }
             _ = sweep.tick() => {
-                let known: HashSet<String> = workers.keys().cloned().chain(ctx.pods.list().iter().filter_map(|p| p.metadata.uid.clone())).collect();
+                let known: HashSet<String> = workers.keys().cloned().chain(feed.bound()).collect();
                 if let Err(error) = remove_orphans(&ctx, &known).await {
                     tracing::warn!(%error, "could not remove orphaned sandboxes");
                 }

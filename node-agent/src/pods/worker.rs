@@ -31,6 +31,8 @@ use crate::cri::api as cri;
 const RESYNC: Duration = Duration::from_secs(60);
 /// How often the same back-off event is repeated.
 const BACKOFF_EVENT_EVERY: Duration = Duration::from_secs(30);
+/// How soon a sync that failed is tried again.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -92,14 +94,17 @@ impl PodWorker {
                 Some(pod) => self.terminate(Some(pod)).await.map(|()| true),
                 None => self.terminate(None).await.map(|()| true),
             };
-            match outcome {
+            let wait = match outcome {
                 Ok(true) => return,
-                Ok(false) => {}
-                Err(error) => tracing::warn!(pod = %self.key, %error, "pod sync failed; retrying"),
-            }
+                Ok(false) => RESYNC,
+                Err(error) => {
+                    tracing::warn!(pod = %self.key, %error, "pod sync failed; retrying");
+                    RETRY_AFTER_FAILURE
+                }
+            };
             tokio::select! {
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(RESYNC) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
         }
     }
@@ -554,7 +559,10 @@ impl PodWorker {
             };
             match api.delete(pod.metadata.name.as_deref().unwrap_or_default(), &params).await {
                 Ok(_) => {}
-                Err(error) if client::is_not_found(&error) || client::is_conflict(&error) => {}
+                // Gone, or another pod of that name now (the uid precondition).
+                Err(error) if client::is_not_found(&error) => {}
+                Err(error) if client::is_conflict(&error) && api.get_opt(pod.metadata.name.as_deref().unwrap_or_default()).await?.is_none_or(|now| now.metadata.uid.as_deref() != Some(self.uid.as_str())) => {}
+                // Raced with other writes to the pod: the next sync tries again.
                 Err(error) => return Err(error.into()),
             }
         }
